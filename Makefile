@@ -1,0 +1,38 @@
+# Every target creates .venv and installs the package first if needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint ui
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev,slurm]"
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install repro with its dev and slurm extras
+
+run: $(STAMP) ## the default sweep: two models, quick preset, bundled digits, CPU
+	$(BIN)/python -m repro.train -m model=mobilenet_v2,resnet18 training=quick dataset.image_size=32
+	@echo
+	@echo "Open the runs with:  make ui   (then http://$(MLFLOW_HOST):$(MLFLOW_PORT))"
+
+test: $(STAMP) ## the whole test suite (slow and SLURM tests included)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## the tests not marked slow or slurm
+	$(BIN)/python -m pytest -m "not slow and not slurm"
+
+lint: $(STAMP) ## ruff
+	$(BIN)/ruff check src tests benchmarks
+
+ui: $(STAMP) ## the MLflow UI on the embedded store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)

@@ -1,0 +1,133 @@
+"""Dataclass schemas behind every config group, registered in Hydra's ConfigStore.
+
+A typo or a wrong type in a YAML file or an override fails when Hydra composes the config, before
+any training starts. `MISSING` marks values a group file must set; `None` means "the library's
+default" or "not applicable".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train. `name` is any timm model name (repro registers the study's extras)."""
+
+    name: str = MISSING
+    pretrained: bool = False  # download ImageNet weights from timm's hub (needs network)
+    weights_file: Optional[str] = None  # local checkpoint loaded through timm instead of the hub
+    drop_rate: float = 0.0
+
+
+@dataclass
+class DatasetConfig:
+    """Where images come from and how they are prepared."""
+
+    name: str = MISSING  # digits | imagefolder | synthetic
+    path: Optional[str] = None  # imagefolder: a folder of class sub-folders
+    task: str = "binary"  # digits: binary (digit < 5 vs >= 5) or multiclass (10 digits)
+    image_size: int = 128
+    val_fraction: float = 0.3  # the study's 70/30 split, stratified and seeded
+    augment: bool = True  # the study's augmentation, on the training set only
+    num_workers: int = 0
+    cache_dir: str = "data"  # where generated image trees are written once
+    num_images: int = 512  # synthetic only
+    num_classes: int = 2  # synthetic only
+
+
+@dataclass
+class TrainingConfig:
+    """The study's two-phase protocol; every number is configurable."""
+
+    batch_size: int = 32
+    head_epochs: int = 10  # phase 1: only the new head trains
+    head_lr: float = 1e-4  # Adam
+    finetune_epochs: int = 140  # phase 2: the whole network trains
+    finetune_lr: float = 1e-5  # SGD with momentum
+    momentum: float = 0.9
+    early_stopping_patience: int = 20  # epochs without val-accuracy gain
+    early_stopping_min_delta: float = 1e-3
+    plateau_patience: int = 10  # epochs before the learning rate drops
+    plateau_factor: float = 0.1
+    max_steps_per_epoch: Optional[int] = None  # cap for benchmarks; None trains on every batch
+
+
+@dataclass
+class EnergyConfig:
+    """Which meters measure the job and the study's measurement protocol around it."""
+
+    meters: list[str] = field(default_factory=lambda: ["codecarbon", "nvml-if-gpu"])
+    sample_interval_s: float = 1.0  # NVML sampling period, as the study's nvidia-smi
+    country_iso_code: Optional[str] = None  # CodeCarbon's grid lookup; ignored if intensity is set
+    carbon_intensity_g_per_kwh: Optional[float] = None
+    warmup_s: float = 0.0  # once before a campaign
+    cooldown_s: float = 0.0  # between runs
+    baseline_s: float = 0.0  # idle power measured before each run
+    lock: bool = True  # refuse a second measured job on the same machine
+
+
+@dataclass
+class SlurmResources:
+    """How a SLURM job asks for this GPU; gres and/or a node feature constraint."""
+
+    gres: Optional[str] = None  # e.g. "gpu:a100:1"
+    constraint: Optional[str] = None  # e.g. "a100"
+    partition: Optional[str] = None
+
+
+@dataclass
+class GpuConfig:
+    """A training environment: `cpu`, `auto` (whatever is here) or a named GPU profile."""
+
+    name: str = MISSING
+    label: str = MISSING  # human label, e.g. the study's "Cloud"
+    device_match: Optional[str] = None  # substring of the NVML/torch device name; None for cpu/auto
+    tdp_w: Optional[float] = None  # max power limit
+    memory_gb: Optional[float] = None
+    slurm: SlurmResources = field(default_factory=SlurmResources)
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs are recorded."""
+
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "repro"
+    parent_run_id: Optional[str] = None  # set by sweeps: every job becomes a child of this run
+
+
+@dataclass
+class Config:
+    """The root config of `python -m repro.train`."""
+
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    training: TrainingConfig = MISSING
+    energy: EnergyConfig = MISSING
+    gpu: GpuConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    seed: int = 0
+    run_name: Optional[str] = None  # default: {model}-{gpu}-s{seed}
+
+
+_GROUP_SCHEMAS = {
+    "model": ModelConfig,
+    "dataset": DatasetConfig,
+    "training": TrainingConfig,
+    "energy": EnergyConfig,
+    "gpu": GpuConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def register_configs() -> None:
+    """Put every schema in the ConfigStore; group YAMLs name theirs in their defaults list."""
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=Config)
+    for group, schema in _GROUP_SCHEMAS.items():
+        store.store(group=group, name=f"{group}_schema", node=schema)

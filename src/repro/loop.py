@@ -1,0 +1,222 @@
+"""The study's two-phase training loop: a head-only phase, then fine-tuning with early stopping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from repro.config import TrainingConfig
+from repro.data import DataBundle
+from repro.metrics import classification_metrics, scores_from_logits
+from repro.models import set_base_trainable
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did; a row of the history CSV and the per-epoch MLflow metrics."""
+
+    epoch: int  # 0-based over both phases
+    phase: str  # "head" or "finetune"
+    train_loss: float
+    val_accuracy: float
+    val_f1: float
+    learning_rate: float
+    images: int
+    epoch_duration_s: float
+
+    def as_row(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+@dataclass
+class LoopResult:
+    """The outcome of a whole training: the final validation metrics and what it took."""
+
+    metrics: dict[str, float]
+    history: list[EpochRecord] = field(default_factory=list)
+    images_seen: int = 0
+    stopped_early: bool = False
+
+    @property
+    def trained_epochs(self) -> int:
+        return len(self.history)
+
+
+#: Opens a scope around one epoch (the energy window); receives the epoch number.
+EpochScope = Callable[[int], AbstractContextManager]
+#: Called after each epoch, inside its scope's exit, with the finished record.
+EpochCallback = Callable[[EpochRecord], None]
+
+
+class _EarlyStopping:
+    """Keras-style early stopping on a metric that should grow (validation accuracy)."""
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = -float("inf")
+        self.epochs_without_gain = 0
+
+    def should_stop(self, value: float) -> bool:
+        if value > self.best + self.min_delta:
+            self.best = value
+            self.epochs_without_gain = 0
+        else:
+            self.epochs_without_gain += 1
+        return self.epochs_without_gain >= self.patience
+
+
+def _loss_function(binary: bool) -> nn.Module:
+    return nn.BCEWithLogitsLoss() if binary else nn.CrossEntropyLoss()
+
+
+def _targets_for_loss(targets: torch.Tensor, binary: bool) -> torch.Tensor:
+    return targets.float().unsqueeze(1) if binary else targets
+
+
+def _batches(loader: torch.utils.data.DataLoader, max_steps: int | None) -> Iterator:
+    for step, batch in enumerate(loader):
+        if max_steps is not None and step >= max_steps:
+            return
+        yield batch
+
+
+def evaluate(
+    model: nn.Module, data: DataBundle, device: torch.device, max_steps: int | None = None
+) -> dict[str, float]:
+    """Validation metrics of the model as it is now."""
+    model.eval()
+    all_logits, all_targets = [], []
+    with torch.no_grad():
+        for images, targets in _batches(data.val_loader, max_steps):
+            all_logits.append(model(images.to(device, non_blocking=True)).float().cpu())
+            all_targets.append(targets)
+    logits = torch.cat(all_logits)
+    targets = torch.cat(all_targets).numpy()
+    return classification_metrics(targets, scores_from_logits(logits))
+
+
+def _train_one_epoch(
+    model: nn.Module,
+    data: DataBundle,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    max_steps: int | None,
+    description: str,
+) -> tuple[float, int]:
+    """One pass over the training set; returns the mean loss and the images processed."""
+    model.train()
+    loss_fn = _loss_function(data.binary)
+    total_loss, images = 0.0, 0
+    steps = len(data.train_loader) if max_steps is None else min(max_steps, len(data.train_loader))
+    # disable=None: the bar shows on a terminal and stays quiet in logs and CI.
+    progress = tqdm(_batches(data.train_loader, max_steps), total=steps, desc=description, leave=False, disable=None)
+    for batch_images, targets in progress:
+        batch_images = batch_images.to(device, non_blocking=True)
+        targets = _targets_for_loss(targets.to(device, non_blocking=True), data.binary)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(batch_images), targets)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(batch_images)
+        images += len(batch_images)
+        progress.set_postfix(loss=f"{loss.item():.4f}")
+    return total_loss / max(images, 1), images
+
+
+def train(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainingConfig,
+    device: torch.device,
+    epoch_scope: EpochScope | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> LoopResult:
+    """Train with the study's protocol and return the final validation metrics.
+
+    Phase 1 trains only the new head with Adam; phase 2 unfreezes the whole network and trains with
+    SGD and momentum, stopping early when validation accuracy stops improving and cutting the
+    learning rate on plateaus. Each epoch (training and validation) runs inside `epoch_scope`, so
+    an energy window covers exactly one epoch.
+    """
+    model.to(device)
+    scope = epoch_scope or (lambda _epoch: nullcontext())
+    result = LoopResult(metrics={})
+    epoch = 0
+
+    set_base_trainable(model, False)
+    head_params = [p for p in model.parameters() if p.requires_grad]
+    head_optimizer = torch.optim.Adam(head_params, lr=cfg.head_lr)
+    for _ in range(cfg.head_epochs):
+        _run_epoch(model, data, cfg, device, head_optimizer, "head", epoch, scope, on_epoch_end, result)
+        epoch += 1
+
+    set_base_trainable(model, True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.finetune_lr, momentum=cfg.momentum)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+    )
+    stopper = _EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta)
+    for _ in range(cfg.finetune_epochs):
+        record = _run_epoch(model, data, cfg, device, optimizer, "finetune", epoch, scope, on_epoch_end, result)
+        epoch += 1
+        plateau.step(record.val_accuracy)
+        if stopper.should_stop(record.val_accuracy):
+            result.stopped_early = True
+            break
+
+    result.metrics = evaluate(model, data, device)
+    return result
+
+
+def _run_epoch(
+    model: nn.Module,
+    data: DataBundle,
+    cfg: TrainingConfig,
+    device: torch.device,
+    optimizer: torch.optim.Optimizer,
+    phase: str,
+    epoch: int,
+    scope: EpochScope,
+    on_epoch_end: EpochCallback | None,
+    result: LoopResult,
+) -> EpochRecord:
+    with scope(epoch):
+        started = time.perf_counter()
+        loss, images = _train_one_epoch(
+            model, data, optimizer, device, cfg.max_steps_per_epoch, f"epoch {epoch + 1} ({phase})"
+        )
+        val = evaluate(model, data, device, cfg.max_steps_per_epoch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # so the epoch's time and energy include its queued kernels
+        record = EpochRecord(
+            epoch=epoch,
+            phase=phase,
+            train_loss=loss,
+            val_accuracy=val["accuracy"],
+            val_f1=val["f1"],
+            learning_rate=float(optimizer.param_groups[0]["lr"]),
+            images=images,
+            epoch_duration_s=time.perf_counter() - started,
+        )
+    result.history.append(record)
+    result.images_seen += images
+    if on_epoch_end is not None:
+        on_epoch_end(record)
+    return record
+
+
+def seed_everything(seed: int) -> None:
+    """Fix Python's, NumPy's and torch's generators."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,174 @@
+"""Check a whole request before the first job trains: every job of a sweep, composed and validated.
+
+Hydra composes each job only when it starts, so a typo in the fifth job of a sweep would surface
+after four jobs had trained. Here the command line is expanded the way Hydra's basic sweeper does
+it, every job's config is composed, and the cheap checks run once per distinct value. Any problem
+becomes one `UserError` line (exit code 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from repro.errors import UserError
+
+#: Launchers that run jobs on other machines; hardware is validated there, not here.
+_REMOTE_LAUNCHER_MARKERS = ("submitit", "slurm")
+
+
+def preflight(argv: list[str], conf_dir: Path) -> None:
+    """Compose and validate every job that `argv` asks for; raise `UserError` on the first problem."""
+    args, _unknown = get_args_parser().parse_known_args(argv)
+    if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion:
+        return  # Hydra only prints something; nothing will train
+    if args.config_dir or args.config_path or args.config_name:
+        return  # a config of the user's own; Hydra validates it when each job starts
+
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        jobs = _expand_jobs(list(args.overrides), args.multirun)
+        checked: set[str] = set()
+        for overrides in jobs:
+            cfg = _compose(overrides)
+            remote = any(marker in str(cfg.hydra.launcher.get("_target_", "")) for marker in _REMOTE_LAUNCHER_MARKERS)
+            job_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+            validate_job(job_cfg, check_hardware=not remote, already_checked=checked)
+
+
+def _expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
+    """The override list of every job, as Hydra's basic sweeper would launch them."""
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except OverrideParseException as error:
+        raise UserError(f"cannot parse the overrides: {_one_line(error)}") from None
+    if not multirun:
+        if any(override.is_sweep_override() for override in parsed):
+            sweeps = [override.input_line for override in parsed if override.is_sweep_override()]
+            raise UserError(f"{' '.join(sweeps)} is a sweep; add -m (--multirun) to run one job per value")
+        return [overrides]
+    fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
+    sweep_params = _compose(fixed).hydra.sweeper.get("params") or {}
+    combined = parser.parse_overrides([f"{key}={value}" for key, value in sweep_params.items()] + overrides)
+    return [job for batch in BasicSweeper.split_arguments(combined, None) for job in batch]
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    try:
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as error:
+        raise UserError(_unknown_option_message(error)) from None
+    except (ConfigCompositionException, OmegaConfBaseException, OverrideParseException) as error:
+        raise UserError(f"invalid configuration: {_one_line(error)}") from None
+
+
+def _unknown_option_message(error: MissingConfigException) -> str:
+    missing = error.missing_cfg_file or ""
+    group, _, option = missing.rpartition("/")
+    options = [name for name in (error.options or []) if not name.endswith("_schema")]
+    if group and options:
+        return f"unknown option {group}={option}; known {group} options: {', '.join(sorted(options))}"
+    return f"invalid configuration: {_one_line(error)}"
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception and its causes as one line, without Hydra's and OmegaConf's indentation."""
+    parts: list[str] = []
+    current: BaseException | None = error
+    while current is not None:
+        text = " ".join(line.strip() for line in str(current).splitlines() if line.strip())
+        if text and text not in parts:
+            parts.append(text)
+        current = current.__cause__
+    return "; ".join(parts) or type(error).__name__
+
+
+def validate_job(
+    cfg: DictConfig, check_hardware: bool, check_model: bool = True, already_checked: set[str] | None = None
+) -> None:
+    """The cheap checks of one job's config, in the order a user would fix them.
+
+    Args:
+        cfg: the job's composed config, without the `hydra` node.
+        check_hardware: whether the GPU profile must match this machine (False when jobs run elsewhere).
+        check_model: whether to build the architecture once to check its name and input size.
+        already_checked: keys of checks done for earlier jobs of the same sweep, to skip repeats.
+    """
+    seen = already_checked if already_checked is not None else set()
+
+    def once(key: str) -> bool:
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
+    _check_training_numbers(cfg)
+    if once(f"dataset:{OmegaConf.to_yaml(cfg.dataset)}"):
+        from repro.data import validate_dataset
+
+        validate_dataset(cfg.dataset)
+    if check_model and once(f"model:{OmegaConf.to_yaml(cfg.model)}:{cfg.dataset.image_size}"):
+        _check_model(cfg)
+    if check_hardware and once(f"gpu:{cfg.gpu.name}"):
+        from repro.environments import resolve_device
+
+        resolve_device(cfg.gpu)
+    if once(f"energy:{OmegaConf.to_yaml(cfg.energy)}"):
+        import torch
+
+        from repro.energy import create_monitor
+
+        create_monitor(cfg.energy, torch.device("cpu"), Path("."))  # validates only; starts nothing
+    if once(f"tracking:{cfg.tracking.uri}"):
+        from repro.tracking import check_tracking_uri
+
+        check_tracking_uri(cfg.tracking.uri)
+
+
+def _check_training_numbers(cfg: DictConfig) -> None:
+    training = cfg.training
+    positive = {
+        "training.batch_size": training.batch_size,
+        "training.head_lr": training.head_lr,
+        "training.finetune_lr": training.finetune_lr,
+        "training.early_stopping_patience": training.early_stopping_patience,
+        "training.plateau_patience": training.plateau_patience,
+        "training.plateau_factor": training.plateau_factor,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"{key}={value} must be greater than 0")
+    for key in ("head_epochs", "finetune_epochs"):
+        if training[key] < 0:
+            raise UserError(f"training.{key}={training[key]} must be 0 or more")
+    if training.head_epochs + training.finetune_epochs == 0:
+        raise UserError("training.head_epochs and training.finetune_epochs are both 0; train at least one epoch")
+    if training.max_steps_per_epoch is not None and training.max_steps_per_epoch <= 0:
+        raise UserError(f"training.max_steps_per_epoch={training.max_steps_per_epoch} must be positive or null")
+    if not 0 <= training.momentum < 1:
+        raise UserError(f"training.momentum={training.momentum} must be in [0, 1)")
+    if training.early_stopping_min_delta < 0:
+        raise UserError(f"training.early_stopping_min_delta={training.early_stopping_min_delta} must be 0 or more")
+    if not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise UserError(f"seed={cfg.seed} must be a non-negative integer")
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """The model name exists, its weights file exists, and the image size suits it."""
+    from repro.config import ModelConfig
+    from repro.models import check_input_size, create_model
+
+    model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+    if model_cfg.weights_file is not None and not Path(model_cfg.weights_file).is_file():
+        raise UserError(f"model.weights_file={model_cfg.weights_file} does not exist; give the path of a checkpoint")
+    # The architecture alone: weights are loaded when the job runs.
+    model = create_model(dataclasses.replace(model_cfg, pretrained=False, weights_file=None), num_classes=1)
+    check_input_size(model, cfg.dataset.image_size, model_cfg.name)

@@ -1,0 +1,221 @@
+"""Everything that talks to MLflow: runs, sweep parent runs, params, tags and the reachability check.
+
+One training job is one MLflow run. A multirun sweep is a parent run; the Hydra callback below
+creates it and writes its id into the sweep folder, and every job (in this process, another
+process or another node) reads that file and becomes a child through `parent_run_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from hydra.experimental.callback import Callback
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from repro.errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: File in the sweep folder that holds the id of the sweep's parent run.
+PARENT_RUN_FILE = "mlflow_parent_run_id"
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Fail with a one-line error when the tracking store cannot be opened from here."""
+    if uri.startswith("sqlite:///"):
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        folder = db_path.parent if str(db_path.parent) else Path(".")
+        if not folder.is_dir():
+            raise UserError(f"tracking.uri={uri} points into {folder}, which does not exist; create it or fix the URI")
+        if not os.access(folder, os.W_OK):
+            raise UserError(f"tracking.uri={uri} points into {folder}, which is not writable")
+        return
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5):
+                return
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            raise UserError(
+                f"tracking.uri={uri} cannot be reached ({reason}); start it with `make mlflow-server` "
+                "or check the host and port"
+            ) from None
+    if uri.startswith("file:") or "://" not in uri:
+        raise UserError(
+            f"tracking.uri={uri} is a file store, which MLflow has deprecated; use sqlite:///mlflow.db "
+            "or http://HOST:PORT"
+        )
+    # Other schemes (postgresql://, databricks, ...) are left to MLflow itself.
+
+
+def _open_experiment(uri: str, experiment: str) -> str:
+    """Point MLflow at the store and return the experiment's id, creating it if needed."""
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow.set_experiment(experiment).experiment_id
+    except mlflow.exceptions.MlflowException as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"tracking.uri={uri} could not be opened: {first_line}") from None
+
+
+def flatten_config(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as `group.key` -> string, the form MLflow params take."""
+    flat: dict[str, str] = {}
+
+    def _walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                _walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = str(node)
+
+    _walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def provenance_tags() -> dict[str, str]:
+    """Where and with what this run ran: git SHA, host, CPU model, library versions."""
+    import timm
+    import torch
+
+    return {
+        "repro.git_sha": _git_sha(),
+        "repro.host": socket.gethostname(),
+        "repro.cpu_model": _cpu_model(),
+        "repro.python": platform.python_version(),
+        "repro.torch_version": torch.__version__,
+        "repro.timm_version": timm.__version__,
+        "mlflow.source.name": "repro.train",
+    }
+
+
+def _git_sha() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+@contextmanager
+def training_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    parent_run_id: str | None,
+    tags: Mapping[str, str],
+) -> Iterator[mlflow.ActiveRun]:
+    """Open one job's MLflow run. The caller ends it with `end_run` and the right status."""
+    _open_experiment(uri, experiment)
+    run = mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, tags=dict(tags))
+    try:
+        yield run
+    finally:
+        if mlflow.active_run() is not None:
+            # Reached only when the caller did not end the run itself, i.e. an unexpected error.
+            mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
+
+
+def log_params(params: Mapping[str, str]) -> None:
+    """Log params in batches; MLflow caps one call at 100 params and a value at 6000 characters."""
+    items = [(key, value[:6000]) for key, value in params.items()]
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Log finite metrics; NaN (e.g. AUC on a one-class validation set) is left out, not faked."""
+    finite = {key: float(value) for key, value in metrics.items() if value is not None and value == value}
+    if finite:
+        mlflow.log_metrics(finite, step=step)
+
+
+def read_parent_run_id(job_output_dir: Path) -> str | None:
+    """The sweep's parent run id, if this job belongs to a sweep that wrote one."""
+    marker = job_output_dir.parent / PARENT_RUN_FILE
+    return marker.read_text().strip() if marker.exists() else None
+
+
+class SweepCallback(Callback):
+    """Hydra callback: a parent MLflow run around a multirun sweep, and a summary at its end."""
+
+    def __init__(self) -> None:
+        self.parent_run_id: str | None = None
+        self.tracking_uri: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.tracking_uri = config.tracking.uri
+        experiment_id = _open_experiment(config.tracking.uri, config.tracking.experiment)
+        # The client API, not mlflow.start_run: jobs running in this process start their own runs.
+        run = MlflowClient(config.tracking.uri).create_run(
+            experiment_id,
+            run_name=f"sweep-{sweep_dir.parent.name}-{sweep_dir.name}",
+            tags={"repro.sweep_dir": str(sweep_dir.resolve()), "repro.kind": "sweep", **provenance_tags()},
+        )
+        self.parent_run_id = run.info.run_id
+        (sweep_dir / PARENT_RUN_FILE).write_text(self.parent_run_id + "\n")
+        _ACTIVE_SWEEPS.append(self)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.finish()
+
+    def finish(self) -> bool:
+        """Close the parent run, print each job's state, and say whether every job finished."""
+        if self.parent_run_id is None or self.tracking_uri is None:
+            return True
+        client = MlflowClient(self.tracking_uri)
+        parent = client.get_run(self.parent_run_id)
+        children = client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        print(f"\nSweep summary ({len(children)} jobs, parent run {self.parent_run_id}):")
+        for child in children:
+            energy = child.data.metrics.get("energy_total_j")
+            energy_text = f"{energy:10.1f} J" if energy is not None else "         - J"
+            print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}")
+        all_ok = bool(children) and all(child.info.status == "FINISHED" for child in children)
+        client.set_terminated(self.parent_run_id, status="FINISHED" if all_ok else "FAILED")
+        self.parent_run_id = None
+        return all_ok
+
+
+#: Sweeps started in this process, so the entry point can close them when a job's failure
+#: makes Hydra skip `on_multirun_end`.
+_ACTIVE_SWEEPS: list[SweepCallback] = []
+
+
+def finish_open_sweeps() -> bool:
+    """Close every sweep this process opened; False if any of their jobs did not finish."""
+    all_ok = True
+    while _ACTIVE_SWEEPS:
+        all_ok = _ACTIVE_SWEEPS.pop().finish() and all_ok
+    return all_ok

@@ -1,0 +1,234 @@
+"""Entry point: `python -m repro.train [overrides]`, one measured training job per Hydra job.
+
+    python -m repro.train -m model=resnet18,vgg16 gpu=cpu training=quick
+
+`main()` checks every job of a sweep before the first one trains (`repro.preflight`), then hands
+over to Hydra. `run(cfg, context)` is one job; it reads no Hydra globals, so tests call it with a
+composed config.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import mlflow
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from repro import loop, tracking
+from repro.config import register_configs
+from repro.data import build_data
+from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
+from repro.environments import resolve_device
+from repro.errors import exit_on_user_error
+from repro.models import check_input_size, create_model, measure_complexity
+from repro.preflight import preflight, validate_job
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+register_configs()  # the schemas must be in the ConfigStore before Hydra composes anything
+
+
+@dataclass
+class JobContext:
+    """What a job knows about its place in a sweep; Hydra fills it, tests build it by hand."""
+
+    output_dir: Path
+    choices: dict[str, str] = field(default_factory=dict)  # config group -> chosen option
+    job_num: int | None = None  # None for a single run
+    sweep_dir: Path | None = None
+
+
+class JobTerminated(BaseException):
+    """SIGTERM arrived (SLURM's time limit, `kill`); handled like Ctrl-C so the energy is kept."""
+
+
+def run(cfg: DictConfig, context: JobContext) -> float:
+    """Train one model, measure its energy and record everything in one MLflow run.
+
+    Returns:
+        The validation F1, so that Hydra sweepers that optimise can use it.
+    """
+    validate_job(cfg, check_hardware=False, check_model=False)  # the model is built and checked below
+    device = resolve_device(cfg.gpu)
+    loop.seed_everything(cfg.seed)
+    data = build_data(cfg.dataset, cfg.training.batch_size, cfg.seed)
+    model = create_model(cfg.model, num_classes=1 if data.binary else data.num_classes)
+    check_input_size(model, cfg.dataset.image_size, cfg.model.name)
+    complexity = measure_complexity(model, cfg.dataset.image_size)
+    monitor = create_monitor(cfg.energy, device.torch_device, context.output_dir / "energy")
+
+    architecture = context.choices.get("model") or cfg.model.name
+    run_name = cfg.run_name or f"{architecture}-{cfg.gpu.name}-s{cfg.seed}"
+    parent_run_id = cfg.tracking.parent_run_id or tracking.read_parent_run_id(context.output_dir)
+    tags = {
+        **tracking.provenance_tags(),
+        **device.tags(),
+        "repro.model": architecture,
+        "repro.gpu": cfg.gpu.name,
+        "repro.seed": str(cfg.seed),
+        "repro.output_dir": str(context.output_dir.resolve()),
+    }
+    if context.sweep_dir is not None:
+        tags["repro.sweep_dir"] = str(context.sweep_dir.resolve())
+        tags["repro.job_num"] = str(context.job_num)
+
+    with measurement_lock(cfg.energy.lock):
+        if not context.job_num:
+            warmup(cfg.energy.warmup_s)  # once, before the first job of a campaign
+        else:
+            cooldown(cfg.energy.cooldown_s)  # between jobs, so heat from the last one does not carry over
+        with tracking.training_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, parent_run_id, tags):
+            tracking.log_params(tracking.flatten_config(cfg))
+            mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+            tracking.log_metrics({"gflops": complexity.gflops, "params_m": complexity.params_m})
+            return _measured_training(cfg, context, model, data, device.torch_device, monitor)
+
+
+def _measured_training(cfg, context, model, data, device, monitor: EnergyMonitor) -> float:  # noqa: ANN001
+    """Train inside the meters; whatever happens, stop them and keep what they measured."""
+    idle_power_w = monitor.measure_baseline(cfg.energy.baseline_s)
+    monitor.start()
+    if monitor.estimated:
+        print(
+            "note: part of this run's energy is an ESTIMATE, not a measurement (see the run's "
+            "energy.method.* tags); no hardware counter was readable for every component.",
+            file=sys.stderr,
+        )
+    recorder = _EpochRecorder(monitor)
+    status, reason, result = "FINISHED", "completed", None
+    started = time.perf_counter()
+    try:
+        with _sigterm_raises():
+            result = loop.train(model, data, cfg.training, device, recorder.scope, recorder.on_epoch_end)
+    except KeyboardInterrupt:
+        status, reason = "KILLED", "interrupted by the user (SIGINT)"
+        raise
+    except JobTerminated:
+        status, reason = "KILLED", "terminated (SIGTERM)"
+        raise
+    except BaseException as error:
+        status, reason = "FAILED", f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        duration_s = time.perf_counter() - started
+        total = monitor.stop()
+        metrics: dict[str, float] = {
+            "duration_s": duration_s,
+            "images_seen": recorder.images_seen,
+            "trained_epochs": len(recorder.history),
+            **monitor.run_metrics(total, recorder.images_seen, duration_s),
+        }
+        if idle_power_w is not None:
+            metrics["idle_power_w"] = idle_power_w
+        if result is not None:
+            metrics.update(result.metrics)
+        tracking.log_metrics(metrics)
+        mlflow.set_tags({**monitor.provenance_tags(), "repro.end_reason": reason[:4000]})
+        recorder.write_history(context.output_dir / "history.csv")
+        for path in [context.output_dir / "history.csv", *monitor.artifact_paths()]:
+            if path.exists():
+                mlflow.log_artifact(str(path))
+        mlflow.end_run(status=status)
+    return result.metrics["f1"]
+
+
+class _EpochRecorder:
+    """Per-epoch energy windows, MLflow metrics with step=epoch, and the history table."""
+
+    def __init__(self, monitor: EnergyMonitor) -> None:
+        self.monitor = monitor
+        self.history: list[dict[str, Any]] = []
+        self.images_seen = 0
+        self._last_window_metrics: dict[str, float] = {}
+
+    @contextmanager
+    def scope(self, epoch: int) -> Iterator[None]:
+        with self.monitor.window(f"epoch-{epoch}") as window:
+            yield
+        self._last_window_metrics = self.monitor.epoch_metrics(window.measurement)
+
+    def on_epoch_end(self, record: loop.EpochRecord) -> None:
+        self.images_seen += record.images
+        metrics = {
+            "train_loss": record.train_loss,
+            "val_accuracy": record.val_accuracy,
+            "val_f1": record.val_f1,
+            "epoch_duration_s": record.epoch_duration_s,
+            "learning_rate": record.learning_rate,
+            **self._last_window_metrics,
+        }
+        tracking.log_metrics(metrics, step=record.epoch)
+        self.history.append({**record.as_row(), **self._last_window_metrics})
+
+    def write_history(self, path: Path) -> None:
+        if not self.history:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        columns = list(dict.fromkeys(key for row in self.history for key in row))
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.history)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into an exception for the duration, so `finally` blocks stop the meters."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _handler(signum: int, frame: object) -> None:
+        raise JobTerminated()
+
+    previous = signal.signal(signal.SIGTERM, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def _hydra_entry(cfg: DictConfig) -> float:
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    context = JobContext(
+        output_dir=Path(hydra_cfg.runtime.output_dir),
+        choices={key: str(value) for key, value in hydra_cfg.runtime.choices.items()},
+        job_num=hydra_cfg.job.num if multirun else None,
+        sweep_dir=Path(hydra_cfg.sweep.dir) if multirun else None,
+    )
+    if multirun:
+        # In a sweep a failing job is recorded as failed and the others go on; the summary says so.
+        return run(cfg, context)
+    with exit_on_user_error():
+        return run(cfg, context)
+
+
+def main() -> None:
+    """Console script `repro-train`: check the whole request, then run it through Hydra."""
+    with exit_on_user_error():
+        preflight(sys.argv[1:], CONF_DIR)
+    try:
+        _hydra_entry()
+    except SystemExit as stop:
+        # Hydra skips its end-of-sweep callback when a job failed; close the sweep ourselves.
+        tracking.finish_open_sweeps()
+        raise SystemExit(stop.code) from None
+    if not tracking.finish_open_sweeps():
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
