@@ -7,7 +7,7 @@ MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint ui
+.PHONY: help install run test test-fast lint ui paper-tables
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -36,3 +36,6 @@ lint: $(STAMP) ## ruff
 
 ui: $(STAMP) ## the MLflow UI on the embedded store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+
+paper-tables: $(STAMP) ## the study's tables and figures from the published data, into paper/ (deterministic)
+	$(BIN)/python -m repro.paper

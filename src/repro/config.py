@@ -8,10 +8,15 @@ default" or "not applicable".
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+#: The YAML config groups. The package is installed editable (`pip install -e .`), so they are
+#: read from the checkout, next to `src/`.
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 @dataclass

@@ -39,7 +39,7 @@ class EpochRecord:
 class LoopResult:
     """The outcome of a whole training: the final validation metrics and what it took."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # validation metrics after the last epoch
     history: list[EpochRecord] = field(default_factory=list)
     images_seen: int = 0
     stopped_early: bool = False
@@ -88,14 +88,12 @@ def _batches(loader: torch.utils.data.DataLoader, max_steps: int | None) -> Iter
         yield batch
 
 
-def evaluate(
-    model: nn.Module, data: DataBundle, device: torch.device, max_steps: int | None = None
-) -> dict[str, float]:
+def evaluate(model: nn.Module, data: DataBundle, device: torch.device) -> dict[str, float]:
     """Validation metrics of the model as it is now."""
     model.eval()
     all_logits, all_targets = [], []
     with torch.no_grad():
-        for images, targets in _batches(data.val_loader, max_steps):
+        for images, targets in data.val_loader:
             all_logits.append(model(images.to(device, non_blocking=True)).float().cpu())
             all_targets.append(targets)
     logits = torch.cat(all_logits)
@@ -172,7 +170,6 @@ def train(
             result.stopped_early = True
             break
 
-    result.metrics = evaluate(model, data, device)
     return result
 
 
@@ -193,7 +190,9 @@ def _run_epoch(
         loss, images = _train_one_epoch(
             model, data, optimizer, device, cfg.max_steps_per_epoch, f"epoch {epoch + 1} ({phase})"
         )
-        val = evaluate(model, data, device, cfg.max_steps_per_epoch)
+        # The whole validation set every epoch: early stopping needs it, and the last epoch's
+        # figures are the run's final metrics, so no evaluation happens outside an energy window.
+        val = evaluate(model, data, device)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # so the epoch's time and energy include its queued kernels
         record = EpochRecord(
@@ -207,6 +206,7 @@ def _run_epoch(
             epoch_duration_s=time.perf_counter() - started,
         )
     result.history.append(record)
+    result.metrics = val
     result.images_seen += images
     if on_epoch_end is not None:
         on_epoch_end(record)

@@ -27,7 +27,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from repro import loop, tracking
-from repro.config import register_configs
+from repro.config import CONF_DIR, register_configs
 from repro.data import build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
 from repro.environments import resolve_device
@@ -35,7 +35,6 @@ from repro.errors import exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
 from repro.preflight import preflight, validate_job
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 register_configs()  # the schemas must be in the ConfigStore before Hydra composes anything
 
 

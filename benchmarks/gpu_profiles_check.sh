@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA H200: gpu=auto and gpu=h200 must pass validation, gpu=t4 must fail with
+# the mismatch error (exit code 2, one line). Prints what was detected; exits non-zero on any surprise.
+#
+#   benchmarks/gpu_profiles_check.sh            (from the project root, after make install)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+python="${PYTHON:-.venv/bin/python}"
+out="$(mktemp -d)"
+failures=0
+
+resolve() {  # profile -> prints the device and its tags, exit code of resolve_device
+  "$python" - "$1" <<'PY'
+import sys
+from hydra import compose, initialize_config_dir
+from repro.config import CONF_DIR, register_configs
+from repro.environments import resolve_device
+from repro.errors import exit_on_user_error
+
+register_configs()
+with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    cfg = compose(config_name="config", overrides=[f"gpu={sys.argv[1]}"])
+with exit_on_user_error():
+    device = resolve_device(cfg.gpu)
+print(f"gpu={sys.argv[1]} -> {device.torch_device}")
+for key, value in sorted(device.tags().items()):
+    print(f"    {key} = {value}")
+PY
+}
+
+expect() {  # description, expected exit code, command...
+  local what="$1" want="$2"; shift 2
+  "$@" >"$out/stdout" 2>"$out/stderr"; local got=$?
+  cat "$out/stdout"; sed 's/^/    stderr: /' "$out/stderr" | tail -3
+  if [[ $got == "$want" ]]; then echo "PASS $what (exit $got)"; else echo "FAIL $what (exit $got, expected $want)"; failures=$((failures + 1)); fi
+}
+
+nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv || echo "(no nvidia-smi)"
+expect "gpu=auto resolves" 0 resolve auto
+expect "gpu=h200 resolves" 0 resolve h200
+expect "gpu=t4 is refused" 2 resolve t4
+grep -q "^error: gpu=t4 asks for an NVIDIA T4 but this machine has .*H200" "$out/stderr" \
+  && echo "PASS gpu=t4 error names the H200 found" || { echo "FAIL gpu=t4 error text"; failures=$((failures + 1)); }
+
+# The same through the command line: a tiny run on the H200 that lands in a throwaway store.
+smoke=(experiment=smoke energy=none "tracking.uri=sqlite:///$out/mlflow.db" "hydra.run.dir=$out/run")
+expect "CLI gpu=h200 trains" 0 "$python" -m repro.train "${smoke[@]}" gpu=h200
+expect "CLI gpu=t4 is refused" 2 "$python" -m repro.train "${smoke[@]}" gpu=t4
+"$python" - "$out/mlflow.db" <<'PY'
+import sys
+from mlflow.tracking import MlflowClient
+client = MlflowClient(f"sqlite:///{sys.argv[1]}")
+for experiment in client.search_experiments():
+    for run in client.search_runs([experiment.experiment_id]):
+        tags = {k: v for k, v in run.data.tags.items() if k.startswith(("device", "gpu."))}
+        print(run.info.run_name, run.info.status, tags)
+PY
+echo "failures: $failures"
+exit $((failures > 0))

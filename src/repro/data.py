@@ -1,0 +1,365 @@
+"""Images for one training job: scikit-learn's digits, a user's image folder or synthetic images.
+
+Every source ends as a list of labelled images, split 70/30 (stratified, seeded) and served by two
+DataLoaders; only the training set gets the study's augmentation. `validate_dataset` runs the cheap
+checks a sweep needs before any job starts; `build_data` builds one job's loaders.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import shutil
+import struct
+import tempfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import MISSING, DictConfig, OmegaConf
+from PIL import Image
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
+
+from repro.config import DatasetConfig
+from repro.errors import UserError
+
+_DATASETS = ("digits", "imagefolder", "synthetic")
+_TASKS = ("binary", "multiclass")
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+# What PIL raises for a file it cannot read: unknown format, truncated file, broken chunk or header.
+_UNREADABLE = (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError)
+
+
+@dataclass
+class DataBundle:
+    """One job's data: loaders over a stratified split, and what the model needs to know about it.
+
+    Targets are int64 class indices in both tasks; with two classes (`binary`) the model gets one
+    logit and the training loop turns the targets into float 0/1.
+    """
+
+    train_loader: DataLoader
+    val_loader: DataLoader
+    num_classes: int
+    class_names: list[str]
+    n_train: int
+    n_val: int
+    binary: bool
+
+
+def validate_dataset(cfg: DatasetConfig) -> None:
+    """Check a dataset config before any training starts, so a sweep fails on its first line.
+
+    Reads every image header of an image folder (fast: no pixels are decoded), but writes nothing.
+
+    Raises:
+        UserError: naming the bad value and what to do.
+    """
+    _check_options(cfg)
+    if cfg.name == "imagefolder":
+        samples, class_names = _scan_folder(_folder(cfg))
+        _verify_images(samples)
+        _check_split([t for _, t in samples], class_names, cfg.val_fraction)
+    elif cfg.name == "digits":
+        targets, class_names = _digit_targets(cfg.task)
+        _check_split(targets, class_names, cfg.val_fraction)
+    else:
+        _check_split(_synthetic_targets(cfg), _synthetic_class_names(cfg), cfg.val_fraction)
+
+
+def build_data(cfg: DatasetConfig, batch_size: int, seed: int) -> DataBundle:
+    """Build the seeded, stratified train/validation loaders of one job.
+
+    `digits` is written once as PNG files under `cfg.cache_dir` and then read like `imagefolder`.
+    Image headers are not re-read here: `validate_dataset` does that once per sweep.
+
+    Args:
+        cfg: the `dataset` config group.
+        batch_size: images per batch, for both loaders.
+        seed: fixes the split, the shuffling and the synthetic images.
+
+    Raises:
+        UserError: for a bad config value or an unusable image folder.
+    """
+    _check_options(cfg)
+    if batch_size <= 0:
+        raise UserError(
+            f"training.batch_size={batch_size} must be positive: set training.batch_size=32 or similar"
+        )
+    if cfg.name == "synthetic":
+        targets = _synthetic_targets(cfg)
+        class_names = _synthetic_class_names(cfg)
+    else:
+        root = _digits_tree(cfg) if cfg.name == "digits" else _folder(cfg)
+        samples, class_names = _scan_folder(root)
+        targets = [t for _, t in samples]
+    _check_split(targets, class_names, cfg.val_fraction)
+    train_idx, val_idx = train_test_split(
+        np.arange(len(targets)), test_size=cfg.val_fraction, stratify=targets, random_state=seed, shuffle=True
+    )
+    train_tf, val_tf = _transforms(cfg.image_size, augment=cfg.augment)
+    if cfg.name == "synthetic":
+        means = _synthetic_class_means(len(class_names), seed)
+        train_set: Dataset = _SyntheticImages(train_idx, targets, means, cfg.image_size, seed, train_tf)
+        val_set: Dataset = _SyntheticImages(val_idx, targets, means, cfg.image_size, seed, val_tf)
+    else:
+        train_set = _FileImages([samples[i] for i in train_idx], train_tf)
+        val_set = _FileImages([samples[i] for i in val_idx], val_tf)
+    return DataBundle(
+        train_loader=_loader(train_set, batch_size, cfg.num_workers, shuffle=True, seed=seed),
+        val_loader=_loader(val_set, batch_size, cfg.num_workers, shuffle=False, seed=seed),
+        num_classes=len(class_names),
+        class_names=class_names,
+        n_train=len(train_idx),
+        n_val=len(val_idx),
+        binary=len(class_names) == 2,
+    )
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+def _check_options(cfg: DatasetConfig) -> None:
+    """The checks that need no file: names, sizes and fractions."""
+    if cfg.name not in _DATASETS:
+        close = difflib.get_close_matches(str(cfg.name), _DATASETS, n=1)
+        hint = f"did you mean dataset={close[0]}? " if close else ""
+        raise UserError(f"unknown dataset {cfg.name!r}: {hint}choose one of {', '.join(_DATASETS)}")
+    if cfg.task not in _TASKS:
+        raise UserError(f"unknown dataset.task={cfg.task!r}: choose one of {', '.join(_TASKS)}")
+    if cfg.image_size <= 0:
+        raise UserError(
+            f"dataset.image_size={cfg.image_size} must be positive: set e.g. dataset.image_size=128"
+        )
+    if not 0 < cfg.val_fraction < 1:
+        raise UserError(
+            f"dataset.val_fraction={cfg.val_fraction} must lie between 0 and 1: the study uses 0.3"
+        )
+    if cfg.num_workers < 0:
+        raise UserError(f"dataset.num_workers={cfg.num_workers} must be 0 (load in the main process) or more")
+    if cfg.name == "synthetic":
+        if cfg.num_classes < 2:
+            raise UserError(f"dataset.num_classes={cfg.num_classes} must be at least 2 for synthetic images")
+        if cfg.num_images < 2 * cfg.num_classes:
+            raise UserError(
+                f"dataset.num_images={cfg.num_images} is too few for {cfg.num_classes} classes: "
+                f"give at least {2 * cfg.num_classes} (two per class)"
+            )
+
+
+def _check_split(targets: Sequence[int], class_names: list[str], val_fraction: float) -> None:
+    """Fail where scikit-learn's stratified split would: a class below 2 images, or a side too small."""
+    counts = Counter(targets)
+    smallest = min(range(len(class_names)), key=lambda c: counts[c])
+    if counts[smallest] < 2:
+        raise UserError(
+            f"class {class_names[smallest]!r} has {counts[smallest]} image(s): a stratified split needs at "
+            "least 2 per class; add images to it or remove it"
+        )
+    n_val = math.ceil(val_fraction * len(targets))  # how scikit-learn sizes the test side
+    for side, n in (("validation", n_val), ("training", len(targets) - n_val)):
+        if n < len(class_names):
+            raise UserError(
+                f"dataset.val_fraction={val_fraction} leaves {n} {side} image(s) for "
+                f"{len(class_names)} classes: use a fraction nearer 0.3 or add images"
+            )
+
+
+def _folder(cfg: DatasetConfig) -> Path:
+    """The image folder a user gave, checked to be an existing directory."""
+    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "path") or cfg.path in (None, MISSING):
+        raise UserError(
+            "dataset.path is not set: give dataset.path=DIR, a folder with one sub-folder per class"
+        )
+    path = Path(cfg.path).expanduser()
+    if not path.exists():
+        raise UserError(
+            f"dataset.path={cfg.path} does not exist: give a folder with one sub-folder per class"
+        )
+    if not path.is_dir():
+        raise UserError(
+            f"dataset.path={cfg.path} is not a folder: give a folder with one sub-folder per class"
+        )
+    return path
+
+
+def _scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """List the (file, class index) pairs that torchvision's ImageFolder would load, and the class names."""
+    class_names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    if not class_names:
+        raise UserError(
+            f"dataset.path={root} holds no class sub-folders: put each class's images in DIR/CLASS/"
+        )
+    if len(class_names) == 1:
+        raise UserError(
+            f"dataset.path={root} holds one class only ({class_names[0]!r}): "
+            "a classifier needs at least two class sub-folders"
+        )
+    class_to_idx = {name: i for i, name in enumerate(class_names)}
+    samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    counts = Counter(t for _, t in samples)
+    empty = [name for name, i in class_to_idx.items() if counts[i] == 0]
+    if empty:
+        raise UserError(
+            f"dataset.path={root}: class folder {empty[0]!r} holds no images ({', '.join(IMG_EXTENSIONS)}): "
+            "add images or remove the folder"
+        )
+    return samples, class_names
+
+
+def _verify_images(samples: list[tuple[str, int]]) -> None:
+    """Read every image's header and checksums; pixels are not decoded."""
+    for file, _ in samples:
+        try:
+            with Image.open(file) as image:
+                image.verify()
+        except _UNREADABLE as error:
+            raise UserError(f"unreadable image {file} ({error}): replace or delete the file") from None
+
+
+# --- sources --------------------------------------------------------------------------------------
+
+
+def _digit_targets(task: str) -> tuple[list[int], list[str]]:
+    """Class index and class names of scikit-learn's 1,797 digits, in file order."""
+    from sklearn.datasets import load_digits
+
+    labels = [_digit_class_name(int(digit), task) for digit in load_digits().target]
+    class_names = sorted(set(labels))  # the order ImageFolder gives the tree's folders
+    class_to_idx = {name: i for i, name in enumerate(class_names)}
+    return [class_to_idx[label] for label in labels], class_names
+
+
+def _digits_tree(cfg: DatasetConfig) -> Path:
+    """Write scikit-learn's digits once as PNG files in an ImageFolder tree; return its root.
+
+    The tree is written to a temporary folder and renamed into place, so a crash never leaves half
+    a tree, and of two jobs that write it at once, one wins and the other uses its tree.
+    """
+    from sklearn.datasets import load_digits
+
+    cache = Path(cfg.cache_dir).expanduser()
+    root = cache / f"digits-{cfg.task}"
+    if root.is_dir():
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    digits = load_digits()
+    pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=cache))
+    try:
+        for index, (image, digit) in enumerate(zip(pixels, digits.target, strict=True)):
+            label = _digit_class_name(int(digit), cfg.task)
+            (tmp / label).mkdir(exist_ok=True)
+            Image.fromarray(image).save(tmp / label / f"{index:04d}.png")
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not root.is_dir():  # not a lost race with another job: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful rename
+    return root
+
+
+def _digit_class_name(digit: int, task: str) -> str:
+    """The tree's folder for a digit: binary `0-lt5`/`1-ge5` (digit >= 5 is the positive class 1), or the digit."""
+    if task == "binary":
+        return "1-ge5" if digit >= 5 else "0-lt5"
+    return str(digit)
+
+
+def _synthetic_targets(cfg: DatasetConfig) -> list[int]:
+    """Balanced labels: image i is in class i mod num_classes."""
+    return [i % cfg.num_classes for i in range(cfg.num_images)]
+
+
+def _synthetic_class_names(cfg: DatasetConfig) -> list[str]:
+    return [f"class{c}" for c in range(cfg.num_classes)]
+
+
+def _synthetic_class_means(num_classes: int, seed: int) -> np.ndarray:
+    """One mean RGB colour per class, in 0..255, so that a model can tell the classes apart."""
+    return np.random.default_rng([seed, num_classes]).uniform(40, 215, size=(num_classes, 3))
+
+
+class _FileImages(Dataset):
+    """Image files with their class index, read as RGB."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: transforms.Compose) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        file, target = self.samples[index]
+        return self.transform(default_loader(file)), target
+
+
+class _SyntheticImages(Dataset):
+    """Noise around a class colour, generated per image from (seed, image index): no memory held."""
+
+    def __init__(
+        self,
+        indices: np.ndarray,
+        targets: list[int],
+        class_means: np.ndarray,
+        image_size: int,
+        seed: int,
+        transform: transforms.Compose,
+    ) -> None:
+        self.indices = indices
+        self.targets = targets
+        self.class_means = class_means
+        self.image_size = image_size
+        self.seed = seed
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image_index = int(self.indices[index])
+        target = self.targets[image_index]
+        rng = np.random.default_rng([self.seed, image_index])
+        noise = rng.normal(0, 40, size=(self.image_size, self.image_size, 3))
+        pixels = np.clip(self.class_means[target] + noise, 0, 255).astype(np.uint8)
+        return self.transform(Image.fromarray(pixels)), target
+
+
+# --- transforms and loaders -----------------------------------------------------------------------
+
+
+def _transforms(image_size: int, augment: bool) -> tuple[transforms.Compose, transforms.Compose]:
+    """Training and validation transforms; the study's augmentation goes on training only."""
+    resize = transforms.Resize((image_size, image_size))
+    to_tensor = [transforms.ToTensor(), transforms.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)]
+    augmentation = [
+        transforms.RandomHorizontalFlip(),
+        transforms.ColorJitter(brightness=0.2, contrast=(0.5, 2.0), saturation=(0.75, 1.25), hue=0.1),
+    ]
+    train = transforms.Compose([resize, *(augmentation if augment else []), *to_tensor])
+    return train, transforms.Compose([resize, *to_tensor])
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=False,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )

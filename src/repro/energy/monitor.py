@@ -1,0 +1,297 @@
+"""The energy monitor of one training job: its meters, windows, metrics and provenance."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from repro.config import EnergyConfig
+from repro.energy.measurement import COMPONENTS, Measurement, is_estimate, merge
+from repro.energy.meters import CodeCarbonMeter, Meter
+from repro.energy.nvml import NvmlMeter, nvml_index
+from repro.energy.protocol import countdown
+from repro.errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: Names accepted in `energy.meters`.
+METER_NAMES = ("codecarbon", "nvml", "nvml-if-gpu", "none")
+
+_J_PER_KWH = 3.6e6
+
+
+@dataclass
+class Window:
+    """A named span of the run; `measurement` is set when the `with` block exits."""
+
+    name: str
+    measurement: Measurement | None = None
+
+
+def create_monitor(cfg: EnergyConfig, device: torch.device, output_dir: Path) -> EnergyMonitor:
+    """Check the energy config and return an unstarted monitor; raise `UserError` on bad values.
+
+    `nvml-if-gpu` becomes `nvml` when `device` is a CUDA device and is dropped otherwise.
+    """
+    names = list(cfg.meters)
+    unknown = [name for name in names if name not in METER_NAMES]
+    if unknown:
+        raise UserError(f"unknown energy meter {unknown[0]!r}; choose from {', '.join(METER_NAMES)}")
+    if "none" in names and len(names) > 1:
+        raise UserError(f"energy.meters={names} mixes 'none' with meters; use energy=none alone")
+    if cfg.sample_interval_s <= 0:
+        raise UserError(f"energy.sample_interval_s={cfg.sample_interval_s} must be positive, e.g. 1.0")
+    for key in ("warmup_s", "cooldown_s", "baseline_s"):
+        if getattr(cfg, key) < 0:
+            raise UserError(f"energy.{key}={getattr(cfg, key)} is negative; use 0 to skip it")
+    if cfg.carbon_intensity_g_per_kwh is not None and cfg.carbon_intensity_g_per_kwh < 0:
+        raise UserError(
+            f"energy.carbon_intensity_g_per_kwh={cfg.carbon_intensity_g_per_kwh} is negative; "
+            "give gCO2e/kWh, e.g. 232"
+        )
+    if cfg.country_iso_code is not None:
+        from codecarbon.input import DataSource
+
+        if cfg.country_iso_code not in DataSource().get_global_energy_mix_data():
+            raise UserError(
+                f"energy.country_iso_code={cfg.country_iso_code!r} is not a country CodeCarbon knows; "
+                "use a 3-letter ISO code such as ESP, FRA or USA"
+            )
+    resolved: list[str] = []
+    explicit_nvml = "nvml" in names
+    for name in names:
+        if name == "nvml-if-gpu":
+            name = "nvml" if device.type == "cuda" else None
+        if name not in (None, "none") and name not in resolved:
+            resolved.append(name)
+    return EnergyMonitor(cfg, device, output_dir, resolved, explicit_nvml)
+
+
+class EnergyMonitor:
+    """Runs a job's meters and turns what they measured into MLflow metrics and tags.
+
+    Use `create_monitor` to build one. Meters are created in `start` (and afresh for
+    `measure_baseline`), because CodeCarbon's tracker measures one start/stop cycle only.
+    """
+
+    def __init__(
+        self,
+        cfg: EnergyConfig,
+        device: torch.device,
+        output_dir: Path,
+        meters: list[str],
+        explicit_nvml: bool,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.output_dir = output_dir
+        self.meter_names = meters
+        self.explicit_nvml = explicit_nvml
+        self.idle_power_w: float | None = None
+        self.baseline_s = 0.0
+        self._meters: list[Meter] = []
+        self._total: Measurement | None = None
+        self._start_s: float | None = None
+        self._skipped: list[str] = []
+
+    @property
+    def measuring(self) -> bool:
+        """Whether any meter is configured (`energy=none` measures nothing and needs no lock)."""
+        return bool(self.meter_names)
+
+    def _build(self, baseline: bool) -> list[Meter]:
+        meters: list[Meter] = []
+        for name in self.meter_names:
+            if name == "codecarbon":
+                gpu_ids = None
+                if self.device.type == "cuda":
+                    index = nvml_index(self.device)
+                    gpu_ids = [index] if index is not None else None
+                meters.append(
+                    CodeCarbonMeter(
+                        self.output_dir,
+                        gpu_ids=gpu_ids,
+                        country_iso_code=self.cfg.country_iso_code,
+                        carbon_intensity_g_per_kwh=self.cfg.carbon_intensity_g_per_kwh,
+                        write_csv=not baseline,
+                    )
+                )
+            elif name == "nvml":
+                trace = self.output_dir / ("gpu_trace_baseline.csv" if baseline else "gpu_trace.csv")
+                meters.append(NvmlMeter(self.device, self.cfg.sample_interval_s, trace))
+        return meters
+
+    def _start_meters(self, meters: list[Meter]) -> list[Meter]:
+        """Start every meter or none: on a failure, stop those already started and raise."""
+        started: list[Meter] = []
+        try:
+            for meter in meters:
+                try:
+                    meter.start()
+                except UserError as error:
+                    if isinstance(meter, NvmlMeter) and not self.explicit_nvml:
+                        log.warning(
+                            "no NVML sampler for this GPU (%s); other meters measure it, if any", error
+                        )
+                        if meter.name not in self._skipped:
+                            self._skipped.append(meter.name)
+                        continue
+                    raise
+                started.append(meter)
+        except BaseException:
+            for meter in started:
+                meter.stop()
+            raise
+        return started
+
+    def measure_baseline(self, seconds: float) -> float | None:
+        """Measure the machine's idle power for `seconds` before the run; None when 0 or nothing measures."""
+        if seconds < 0:
+            raise UserError(f"energy.baseline_s={seconds} is negative; use 0 to skip it")
+        if seconds == 0 or not self.meter_names:
+            return None
+        meters = self._start_meters(self._build(baseline=True))
+        try:
+            countdown(seconds, "idle baseline")
+        finally:
+            idle = merge([meter.stop() for meter in meters], [meter.preference for meter in meters])
+        if idle.duration_s > 0 and idle.energy_j:
+            self.idle_power_w = idle.total_j / idle.duration_s
+            self.baseline_s = idle.duration_s
+        return self.idle_power_w
+
+    def start(self) -> None:
+        """Start every meter and check each really runs (`estimated` then says if any figure is a model)."""
+        self._meters = self._start_meters(self._build(baseline=False))
+        self._start_s = time.perf_counter()
+
+    @contextmanager
+    def window(self, name: str) -> Iterator[Window]:
+        """Measure the block as a named window (one epoch, say); sets `Window.measurement` on exit."""
+        window = Window(name)
+        start_s = time.perf_counter()
+        for meter in self._meters:
+            meter.open_window(name)
+        try:
+            yield window
+        finally:
+            if self._meters:
+                measurements = [meter.close_window(name) for meter in self._meters]
+                window.measurement = merge(measurements, [meter.preference for meter in self._meters])
+            else:
+                window.measurement = Measurement({}, {}, time.perf_counter() - start_s)
+
+    def stop(self) -> Measurement:
+        """Stop every meter and return the whole run; safe to call again, and after an exception."""
+        if self._total is None:
+            measurements: list[Measurement] = []
+            errors: list[BaseException] = []
+            for meter in self._meters:  # stop every meter even if one fails
+                try:
+                    measurements.append(meter.stop())
+                except Exception as error:
+                    log.error("energy meter %r failed to stop: %s", meter.name, error)
+                    errors.append(error)
+            duration_s = time.perf_counter() - self._start_s if self._start_s is not None else 0.0
+            self._total = (
+                merge(measurements, [meter.preference for meter in self._meters if meter.stopped])
+                if measurements
+                else Measurement({}, {}, duration_s)
+            )
+            if errors:
+                raise errors[0]
+        return self._total
+
+    def _methods(self) -> dict[str, str]:
+        if self._total is not None and self._total.method:
+            return self._total.method
+        empty = [Measurement(dict.fromkeys(m.methods(), 0.0), m.methods(), 0.0) for m in self._meters]
+        return merge(empty, [meter.preference for meter in self._meters]).method
+
+    @property
+    def estimated(self) -> bool:
+        """Whether any component's energy is a model rather than a reading (valid once started)."""
+        return any(is_estimate(method) for method in self._methods().values())
+
+    def carbon_intensity(self) -> tuple[float | None, str]:
+        """The gCO2e/kWh applied to the total energy, and where it came from."""
+        if self.cfg.carbon_intensity_g_per_kwh is not None:
+            return self.cfg.carbon_intensity_g_per_kwh, "config"
+        for meter in self._meters:
+            if isinstance(meter, CodeCarbonMeter) and meter.intensity_g_per_kwh is not None:
+                return meter.intensity_g_per_kwh, f"codecarbon:{self.cfg.country_iso_code or 'world-average'}"
+        return None, "none"
+
+    def run_metrics(self, total: Measurement, images_seen: int, duration_s: float) -> dict[str, float]:
+        """The run's final energy metrics; a component nothing measured has no key."""
+        metrics: dict[str, float] = {}
+        if images_seen > 0:
+            metrics["duration_ms_per_image"] = duration_s * 1000 / images_seen
+        if not total.energy_j:
+            return metrics
+        for component in COMPONENTS:
+            if component in total.energy_j:
+                metrics[f"energy_{component}_j"] = total.energy_j[component]
+        metrics["energy_total_j"] = total.total_j
+        if total.duration_s > 0:
+            metrics["power_avg_w"] = total.total_j / total.duration_s
+        if images_seen > 0:
+            metrics["energy_j_per_image"] = total.total_j / images_seen
+            if self.device.type == "cuda" and "gpu" in total.energy_j:
+                metrics["gpu_energy_j_per_image"] = total.energy_j["gpu"] / images_seen
+        intensity, _ = self.carbon_intensity()
+        if intensity is not None:
+            metrics["emissions_g"] = total.total_j / _J_PER_KWH * intensity
+        if self.idle_power_w is not None:
+            metrics["idle_power_w"] = self.idle_power_w
+            metrics["energy_net_j"] = total.total_j - self.idle_power_w * total.duration_s
+        for key, joules in total.alternatives_j.items():
+            component, source = key.split(".", 1)
+            metrics[f"energy_{component}_{source.replace('-', '_')}_j"] = joules
+        if total.gpu is not None:
+            metrics["gpu_usage_pct"] = total.gpu.usage_pct
+            metrics["gpu_power_avg_w"] = total.gpu.power_avg_w
+            metrics["gpu_temp_avg_c"] = total.gpu.temp_avg_c
+            metrics["gpu_mem_used_mb"] = total.gpu.mem_used_peak_mb
+        return metrics
+
+    def epoch_metrics(self, measurement: Measurement) -> dict[str, float]:
+        """One window's metrics, to log with `step=epoch`."""
+        if not measurement.energy_j:
+            return {}
+        metrics = {"epoch_energy_j": measurement.total_j}
+        if self.device.type == "cuda" and "gpu" in measurement.energy_j:
+            metrics["epoch_gpu_energy_j"] = measurement.energy_j["gpu"]
+        return metrics
+
+    def provenance_tags(self) -> dict[str, str]:
+        """MLflow tags saying how each figure was obtained (complete once stopped)."""
+        methods = self._methods()
+        tags = {
+            "energy.meters": ",".join(meter.name for meter in self._meters) or "none",
+            "energy_estimated": str(self.estimated).lower(),
+        }
+        if self._skipped:
+            tags["energy.meters_skipped"] = ",".join(self._skipped)
+        for component in COMPONENTS:
+            tags[f"energy.method.{component}"] = methods.get(component, "not-measured")
+        for meter in self._meters:
+            tags.update(meter.provenance())
+        intensity, source = self.carbon_intensity()
+        if intensity is not None:
+            tags["energy.carbon_intensity_g_per_kwh"] = f"{intensity:g}"
+            tags["energy.carbon_intensity_source"] = source
+            tags["energy.emissions_method"] = "energy_total_j / 3.6e6 x carbon_intensity_g_per_kwh"
+        if self.idle_power_w is not None:
+            tags["energy.baseline_s"] = f"{self.baseline_s:.1f}"
+        return tags
+
+    def artifact_paths(self) -> list[Path]:
+        """Files to log as artifacts: CodeCarbon's CSV and the NVML trace (once stopped)."""
+        return [path for meter in self._meters for path in meter.artifact_paths()]

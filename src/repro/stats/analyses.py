@@ -1,0 +1,375 @@
+"""The study's analyses over a tidy runs table: RQ1, RQ2, the correlations, the trade-off, the improvements.
+
+Each analysis runs over whatever groups exist. A group too small for a test is left out of it, with
+the reason recorded, and NaNs in a metric are dropped and counted, never silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from repro.errors import UserError
+from repro.stats import significance as sig
+from repro.stats.runs import architecture_order, environment_order
+from repro.stats.tradeoff import improvement_matrix, pareto_front
+
+log = logging.getLogger(__name__)
+
+#: The study's choices: RQ1 compares architectures in the Cloud, RQ2 environments for MobileNet V2.
+STUDY_ENVIRONMENT = "Cloud"
+STUDY_ARCHITECTURE = "mobilenet_v2"
+#: Metrics compared in RQ1 and RQ2.
+COMPARED_METRICS: tuple[str, ...] = ("energy_j_per_image", "gpu_usage_pct", "f1")
+
+
+@dataclass(frozen=True)
+class PairRow:
+    """One pair of groups in a comparison: Dunn-Holm and Games-Howell p, Cliff's delta of a against b."""
+
+    a: str
+    b: str
+    n_a: int
+    n_b: int
+    dunn_holm_p: float
+    games_howell_p: float
+    cliffs_delta: float
+    magnitude: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Groups of one factor compared on one metric, within one level of the other factor.
+
+    Attributes:
+        metric: the tidy column compared.
+        factor: "architecture" (RQ1) or "environment" (RQ2).
+        within: the level held fixed (an environment for RQ1, an architecture for RQ2).
+        groups: the groups tested, in display order.
+        shapiro, levene, welch, kruskal: the omnibus results (None when skipped).
+        pairs: every pair of tested groups.
+        skipped: why a group or the whole test was left out.
+        nan_dropped: runs dropped because the metric was NaN.
+    """
+
+    metric: str
+    factor: str
+    within: str
+    groups: tuple[str, ...]
+    shapiro: tuple[sig.ShapiroResult, ...] = ()
+    levene: sig.OmnibusResult | None = None
+    welch: sig.OmnibusResult | None = None
+    kruskal: sig.OmnibusResult | None = None
+    pairs: tuple[PairRow, ...] = ()
+    skipped: tuple[str, ...] = ()
+    nan_dropped: int = 0
+
+
+@dataclass(frozen=True)
+class Correlation:
+    """A Spearman correlation between two tidy columns over a subset of runs."""
+
+    x: str
+    y: str
+    subset: str
+    result: sig.SpearmanResult | None
+    skipped: str = ""
+
+
+@dataclass(frozen=True)
+class Improvement:
+    """A reduction of median J/image from one (architecture, environment) pair to another."""
+
+    kind: str
+    from_pair: tuple[str, str]
+    to_pair: tuple[str, str]
+    from_median: float
+    to_median: float
+    reduction: float
+    from_f1: float
+    to_f1: float
+
+    @property
+    def f1_given_up(self) -> float:
+        return self.from_f1 - self.to_f1
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """Everything the tables and figures show."""
+
+    environment: str
+    architecture: str
+    environments: tuple[str, ...]
+    architectures: tuple[str, ...]
+    medians: pd.DataFrame
+    rq1: tuple[Comparison, ...]
+    rq2: tuple[Comparison, ...]
+    correlations: tuple[Correlation, ...]
+    pareto: dict[str, pd.DataFrame]
+    improvements: tuple[Improvement, ...]
+    reductions: pd.DataFrame
+    notes: tuple[str, ...] = field(default=())
+
+
+def compare(
+    runs: pd.DataFrame,
+    metric: str,
+    factor: str,
+    within_column: str,
+    within_value: str,
+    order: list[str],
+    min_group_size: int = 3,
+) -> Comparison:
+    """Compare the groups of `factor` on `metric`, over the runs where `within_column == within_value`.
+
+    Runs with a NaN metric are dropped (and counted); groups with fewer than `min_group_size` runs are
+    left out with a reason; with fewer than two groups left, only the reasons are returned.
+    """
+    subset = runs[runs[within_column] == within_value]
+    nan = subset[metric].isna()
+    if nan.any():
+        log.warning(
+            "%s within %s: %d run(s) with NaN %s dropped", factor, within_value, int(nan.sum()), metric
+        )
+    subset = subset[~nan]
+    skipped: list[str] = []
+    groups: dict[str, np.ndarray] = {}
+    for name in order:
+        values = subset.loc[subset[factor] == name, metric].to_numpy(dtype=float)
+        if len(values) == 0:
+            continue
+        if len(values) < min_group_size:
+            skipped.append(f"{name}: {len(values)} run(s), fewer than {min_group_size}")
+            continue
+        groups[name] = values
+    base = {
+        "metric": metric,
+        "factor": factor,
+        "within": within_value,
+        "groups": tuple(groups),
+        "nan_dropped": int(nan.sum()),
+    }
+    if len(groups) < 2:
+        skipped.append(f"fewer than 2 groups with {min_group_size}+ runs; no test")
+        return Comparison(**base, skipped=tuple(skipped))
+    if np.ptp(np.concatenate(list(groups.values()))) == 0:
+        skipped.append("all values identical; no test")
+        return Comparison(**base, skipped=tuple(skipped))
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore", RuntimeWarning
+        )  # a constant group makes Welch/Shapiro NaN, shown as such
+        shapiro = tuple(sig.shapiro(groups))
+        levene = sig.levene(groups)
+        welch = sig.welch_anova(groups)
+        games_howell = {(p.a, p.b): p.pvalue for p in sig.games_howell(groups)}
+    kruskal = sig.kruskal(groups)
+    dunn = {(p.a, p.b): p.pvalue for p in sig.dunn_holm(groups)}
+    pairs = tuple(
+        PairRow(d.a, d.b, d.n_a, d.n_b, dunn[d.a, d.b], games_howell[d.a, d.b], d.delta, d.magnitude)
+        for d in sig.cliffs_deltas(groups)
+    )
+    return Comparison(
+        **base,
+        shapiro=shapiro,
+        levene=levene,
+        welch=welch,
+        kruskal=kruskal,
+        pairs=pairs,
+        skipped=tuple(skipped),
+    )
+
+
+def correlate(runs: pd.DataFrame, x: str, y: str, subset: str, alternative: str = "greater") -> Correlation:
+    """Spearman between two columns over `runs` (NaN pairs dropped); skipped below 3 runs or if constant."""
+    pairs = runs[[x, y]].dropna()
+    if len(pairs) < 3:
+        return Correlation(x, y, subset, None, f"{len(pairs)} run(s) with both values, fewer than 3")
+    if pairs[x].nunique() < 2 or pairs[y].nunique() < 2:
+        return Correlation(x, y, subset, None, "one variable is constant")
+    return Correlation(x, y, subset, sig.spearman(pairs[x], pairs[y], alternative))
+
+
+def correlations(runs: pd.DataFrame, environments: list[str]) -> list[Correlation]:
+    """The study's Spearman correlations, one-sided ("greater").
+
+    Energy-F1 and energy-GPU usage per environment; energy-GFLOPs and GPU usage-GFLOPs in every
+    environment where at least three architectures ran (the Cloud and Local ML in the study).
+    """
+    found = []
+    for env in environments:
+        in_env = runs[runs["environment"] == env]
+        found.append(correlate(in_env, "energy_j_per_image", "f1", env))
+    for env in environments:
+        in_env = runs[runs["environment"] == env]
+        if in_env["architecture"].nunique() >= 3:
+            found.append(correlate(in_env, "energy_j_per_image", "gflops", env))
+            found.append(correlate(in_env, "gpu_usage_pct", "gflops", env))
+    for env in environments:
+        in_env = runs[runs["environment"] == env]
+        found.append(correlate(in_env, "energy_j_per_image", "gpu_usage_pct", env))
+    return found
+
+
+def pareto_fronts(
+    runs: pd.DataFrame, environments: list[str], f1_floor: float = 0.5
+) -> dict[str, pd.DataFrame]:
+    """The (energy, F1) Pareto front over the runs with F1 >= `f1_floor`: for all runs and per environment."""
+    usable = runs[(runs["f1"] >= f1_floor) & runs["energy_j_per_image"].notna()]
+    fronts = {}
+    for name, subset in [("all", usable)] + [
+        (env, usable[usable["environment"] == env]) for env in environments
+    ]:
+        index = pareto_front(subset["energy_j_per_image"], subset["f1"])
+        fronts[name] = subset.iloc[index].reset_index(drop=True)
+    return fronts
+
+
+def group_medians(runs: pd.DataFrame, environments: list[str], architectures: list[str]) -> pd.DataFrame:
+    """Median of every metric (and run count) per (architecture, environment) pair that has runs."""
+    metrics = ["energy_j_per_image", "gpu_usage_pct", "duration_ms_per_image", "f1"]
+    grouped = runs.groupby(["architecture", "environment"])
+    medians = grouped[metrics].median().join(grouped.size().rename("n"))
+    order = [(a, e) for a in architectures for e in environments if (a, e) in medians.index]
+    return medians.loc[order]
+
+
+def improvements(
+    medians: pd.DataFrame, environments: list[str], architectures: list[str]
+) -> tuple[list[Improvement], pd.DataFrame]:
+    """The largest and smallest positive reduction of median J/image, and the reductions within each factor.
+
+    Returns:
+        The improvements (largest, smallest positive, then best against worst per environment and per
+        architecture) and the full reduction matrix (rows: from, columns: to).
+    """
+    energy = medians["energy_j_per_image"].dropna()
+    matrix = improvement_matrix(energy)
+
+    def make(kind: str, a: tuple[str, str], b: tuple[str, str]) -> Improvement:
+        return Improvement(
+            kind,
+            a,
+            b,
+            float(energy[a]),
+            float(energy[b]),
+            float(matrix.loc[[a], [b]].iat[0, 0]),
+            float(medians.loc[[a], "f1"].iat[0]),
+            float(medians.loc[[b], "f1"].iat[0]),
+        )
+
+    found: list[Improvement] = []
+    if len(energy) < 2:
+        return found, matrix
+    values = matrix.to_numpy()
+    i, j = np.unravel_index(np.nanargmax(values), values.shape)
+    found.append(make("largest", matrix.index[i], matrix.columns[j]))
+    positive = np.where(values > 0, values, np.inf)
+    if np.isfinite(positive).any():
+        i, j = np.unravel_index(np.argmin(positive), values.shape)
+        found.append(make("smallest positive", matrix.index[i], matrix.columns[j]))
+    for env in environments:
+        within = energy[[pair for pair in energy.index if pair[1] == env]]
+        if len(within) >= 2:
+            found.append(make(f"within {env}", within.idxmax(), within.idxmin()))
+    for arch in architectures:
+        within = energy[[pair for pair in energy.index if pair[0] == arch]]
+        if len(within) >= 2:
+            found.append(make(f"within {arch}", within.idxmax(), within.idxmin()))
+    return found, matrix
+
+
+def resolve_choice(
+    value: str | None, known: list[str], study_choice: str, key: str, counts: pd.Series
+) -> str:
+    """The environment/architecture to hold fixed: the given one, or the study's, or the best covered.
+
+    Args:
+        value: what the user asked for (None: the default).
+        known: the names present in the runs.
+        study_choice: the study's choice, used by default when present.
+        key: the config key, for the error message.
+        counts: how many groups of the other factor each name has, to pick a default otherwise.
+    """
+    if value is not None:
+        if value not in known:
+            raise UserError(f"{key}={value} is not in the runs; known: {', '.join(known)}")
+        return value
+    if study_choice in known:
+        return study_choice
+    best = max(counts[name] for name in known)
+    return [name for name in known if counts[name] == best][-1]
+
+
+def analyse(
+    runs: pd.DataFrame,
+    environment: str | None = None,
+    architecture: str | None = None,
+    min_group_size: int = 3,
+    f1_floor: float = 0.5,
+) -> StudyResults:
+    """Run every analysis of the study on a tidy runs table.
+
+    Args:
+        runs: the tidy runs table (see `repro.stats.runs.RUN_COLUMNS`).
+        environment: RQ1's environment; None for the study's (Cloud) or, if absent, the one with the
+            most architectures.
+        architecture: RQ2's architecture; None for the study's (MobileNet V2) or the one in most environments.
+        min_group_size: smallest group that a test takes.
+        f1_floor: the trade-off ignores runs with a lower F1.
+    """
+    if runs.empty:
+        raise UserError("no runs left to analyse; check the source and the outlier policy")
+    environments, architectures = environment_order(runs), architecture_order(runs)
+    env = resolve_choice(
+        environment,
+        environments,
+        STUDY_ENVIRONMENT,
+        "environment",
+        runs.groupby("environment")["architecture"].nunique(),
+    )
+    arch = resolve_choice(
+        architecture,
+        architectures,
+        STUDY_ARCHITECTURE,
+        "architecture",
+        runs.groupby("architecture")["environment"].nunique(),
+    )
+    notes = []
+    for metric in ("energy_j_per_image", "gpu_usage_pct", "duration_ms_per_image", "f1"):
+        missing = int(runs[metric].isna().sum())
+        if missing:
+            notes.append(f"{missing} run(s) have no {metric}; they are dropped from the analyses of it")
+            log.warning(notes[-1])
+    log.info("RQ1: architectures compared in %s", env)
+    rq1 = tuple(
+        compare(runs, m, "architecture", "environment", env, architectures, min_group_size)
+        for m in COMPARED_METRICS
+    )
+    log.info("RQ2: environments compared for %s", arch)
+    rq2 = tuple(
+        compare(runs, m, "environment", "architecture", arch, environments, min_group_size)
+        for m in COMPARED_METRICS
+    )
+    log.info("correlations, trade-off and improvements")
+    medians = group_medians(runs, environments, architectures)
+    found, matrix = improvements(medians, environments, architectures)
+    return StudyResults(
+        environment=env,
+        architecture=arch,
+        environments=tuple(environments),
+        architectures=tuple(architectures),
+        medians=medians,
+        rq1=rq1,
+        rq2=rq2,
+        correlations=tuple(correlations(runs, environments)),
+        pareto=pareto_fronts(runs, environments, f1_floor),
+        improvements=tuple(found),
+        reductions=matrix,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,44 @@
+"""The dataclass schema of `python -m repro.paper`, registered in Hydra's ConfigStore as `paper_schema`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class MlflowSourceConfig:
+    """Where `source=mlflow` reads the runs."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str | None = None  # required with source=mlflow
+    parent_run_id: str | None = None  # only this sweep's runs; null: every run of the experiment
+
+
+@dataclass
+class PaperConfig:
+    """Which runs to analyse, which groups to hold fixed, and where the tables and figures go.
+
+    Relative paths are taken from the repository root.
+    """
+
+    source: str = "published"  # published | mlflow
+    published_path: str = "paper/data/dl-training-energy-consumption-dataset.parquet"
+    exclusions_path: str = "paper/data/exclusions.csv"  # published only: the authors' excluded runs
+    mlflow: MlflowSourceConfig = field(default_factory=MlflowSourceConfig)
+    outlier_policy: str = "none"  # none | iqr3 (runs beyond 3 x IQR of their group, listed with the reason)
+    environment: str | None = None  # RQ1's environment; null: the study's (Cloud) when present
+    architecture: str | None = None  # RQ2's architecture; null: the study's (mobilenet_v2) when present
+    min_group_size: int = 3
+    f1_floor: float = 0.5  # the trade-off ignores runs with a lower F1
+    # null: paper/tables and paper/figures for the published data, reports/<experiment>/... for your
+    # own runs, so that analysing them never overwrites the reference tables.
+    tables_dir: str | None = None
+    figures_dir: str | None = None
+    figures: bool = True
+
+
+def register() -> None:
+    """Put the schema in the ConfigStore; conf/paper.yaml names it in its defaults list."""
+    ConfigStore.instance().store(name="paper_schema", node=PaperConfig)

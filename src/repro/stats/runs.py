@@ -1,0 +1,352 @@
+"""The tidy runs table that every analysis reads, from the published data or from MLflow.
+
+One row per training run, with fixed columns (see `RUN_COLUMNS`). Both sources also return the runs
+they left out, each with its reason, so that nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from repro.errors import UserError
+
+log = logging.getLogger(__name__)
+
+#: The tidy table's columns. Metrics that a source lacks are NaN.
+RUN_COLUMNS: tuple[str, ...] = (
+    "environment",  # training environment (published label, or the `gpu` config choice)
+    "architecture",  # model architecture (published name, or the `model` config choice)
+    "run",  # the run's id within its source
+    "energy_j_per_image",
+    "gpu_usage_pct",
+    "duration_ms_per_image",
+    "f1",
+    "accuracy",
+    "gflops",
+    "params_m",
+    "gpu_name",
+    "power_limit_w",
+)
+#: The metrics the analyses test; NaNs in them are reported and dropped per analysis.
+METRICS: tuple[str, ...] = ("energy_j_per_image", "gpu_usage_pct", "duration_ms_per_image", "f1")
+EXCLUDED_COLUMNS: tuple[str, ...] = ("environment", "architecture", "run", "reason")
+
+#: The study's environments, with our short labels (as the paper writes them).
+PUBLISHED_ENVIRONMENTS: dict[str, str] = {
+    "Local Normal User": "Local N",
+    "Local ML Engineer/Gamer": "Local ML",
+    "Cloud": "Cloud",
+}
+#: Parameter counts (millions) of the Keras ImageNet models the study fine-tuned, from the Keras
+#: Applications documentation; the published data has no such column.
+PUBLISHED_PARAMS_M: dict[str, float] = {
+    "mobilenet_v2": 3.5,
+    "nasnet_mobile": 5.3,
+    "resnet50": 25.6,
+    "xception": 22.9,
+    "vgg16": 138.4,
+}
+_PUBLISHED_REQUIRED = (
+    "training environment",
+    "architecture",
+    "run",
+    "energy (MJ)",
+    "total seen images",
+    "training duration (h)",
+    "gpu usage (%)",
+    "f1-score",
+    "accuracy",
+    "GFLOPs",
+    "gpu model",
+    "max power limit (W)",
+)
+_EXCLUSIONS_REQUIRED = ("training environment", "architecture", "run", "reason")
+OUTLIER_POLICIES = ("none", "iqr3")
+#: Metrics that the `iqr3` policy screens, as the authors did by hand (energy and GPU usage).
+OUTLIER_METRICS: tuple[str, ...] = ("energy_j_per_image", "gpu_usage_pct")
+
+
+@dataclass(frozen=True)
+class RunsTable:
+    """Runs ready for analysis, the runs left out with their reasons, and what the energy counts.
+
+    Attributes:
+        runs: one row per run, columns `RUN_COLUMNS`.
+        excluded: one row per run left out, columns `EXCLUDED_COLUMNS`.
+        energy_basis: "GPU only" or "whole machine", for the tables' notes.
+        source: a short description of where the runs came from.
+    """
+
+    runs: pd.DataFrame
+    excluded: pd.DataFrame
+    energy_basis: str
+    source: str
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], where: str, hint: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UserError(
+            f"{where} lacks column {missing[0]!r}{' (and more)' if len(missing) > 1 else ''}; {hint}"
+        )
+
+
+def load_published(data_path: Path, exclusions_path: Path) -> RunsTable:
+    """Read the authors' measurements and leave out the runs in their exclusions list.
+
+    Args:
+        data_path: the published parquet file.
+        exclusions_path: CSV with the columns of `_EXCLUSIONS_REQUIRED`, one row per excluded run.
+    """
+    for path in (data_path, exclusions_path):
+        if not path.is_file():
+            raise UserError(
+                f"{path} does not exist; point published_path/exclusions_path at the files in paper/data"
+            )
+    raw = pd.read_parquet(data_path)
+    _require(raw, _PUBLISHED_REQUIRED, str(data_path), "expected the authors' published data set")
+    exclusions = pd.read_csv(exclusions_path)
+    _require(
+        exclusions,
+        _EXCLUSIONS_REQUIRED,
+        str(exclusions_path),
+        "expected environment, architecture, run, reason",
+    )
+    unknown_envs = sorted(set(raw["training environment"]) - set(PUBLISHED_ENVIRONMENTS))
+    if unknown_envs:
+        raise UserError(
+            f"{data_path} has unknown training environment {unknown_envs[0]!r}; expected one of "
+            f"{', '.join(PUBLISHED_ENVIRONMENTS)}"
+        )
+
+    images = raw["total seen images"].astype(float)
+    runs = pd.DataFrame(
+        {
+            "environment": raw["training environment"].map(PUBLISHED_ENVIRONMENTS),
+            "architecture": raw["architecture"].astype(str),
+            "run": raw["run"].astype(int).astype(str),
+            "energy_j_per_image": raw["energy (MJ)"] * 1e6 / images,
+            "gpu_usage_pct": raw["gpu usage (%)"].astype(float),
+            "duration_ms_per_image": raw["training duration (h)"] * 3.6e6 / images,
+            "f1": raw["f1-score"].astype(float),
+            "accuracy": raw["accuracy"].astype(float),
+            "gflops": raw["GFLOPs"].astype(float),
+            "params_m": raw["architecture"].map(PUBLISHED_PARAMS_M).astype(float),
+            "gpu_name": raw["gpu model"].astype(str),
+            "power_limit_w": raw["max power limit (W)"].astype(float),
+        }
+    )
+    keys = pd.DataFrame(
+        {
+            "environment": exclusions["training environment"].map(PUBLISHED_ENVIRONMENTS),
+            "architecture": exclusions["architecture"].astype(str),
+            "run": exclusions["run"].astype(int).astype(str),
+            "reason": exclusions["reason"].astype(str),
+        }
+    )
+    merged = runs.merge(keys, on=["environment", "architecture", "run"], how="left", indicator=True)
+    unmatched = len(keys) - int((merged["_merge"] == "both").sum())
+    if unmatched:
+        raise UserError(
+            f"{exclusions_path} lists {unmatched} run(s) that are not in {data_path}; fix the list"
+        )
+    dropped = merged["_merge"] == "both"
+    excluded = merged.loc[dropped, list(EXCLUDED_COLUMNS)].reset_index(drop=True)
+    kept = runs.loc[~dropped.to_numpy()].reset_index(drop=True)
+    log.info(
+        "published data: %d runs, %d excluded as the authors listed, %d left",
+        len(runs),
+        len(excluded),
+        len(kept),
+    )
+    return RunsTable(kept[list(RUN_COLUMNS)], excluded, "GPU only", f"published data ({data_path.name})")
+
+
+def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> RunsTable:
+    """Read the finished training runs of an MLflow experiment (optionally one sweep's children).
+
+    The environment is the run's `repro.gpu` tag (the `gpu` config choice), the architecture its
+    `repro.model` tag. Energy is `gpu_energy_j_per_image` when every run has it, else
+    `energy_j_per_image`.
+    """
+    import mlflow  # only this source needs it, and it is slow to import
+
+    _check_readable(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:
+        found = client.get_experiment_by_name(experiment)
+        known = [e.name for e in client.search_experiments()] if found is None else []
+    except mlflow.exceptions.MlflowException as error:
+        raise UserError(
+            f"mlflow.tracking_uri={tracking_uri} could not be opened: {_first_line(error)}"
+        ) from None
+    if found is None:
+        raise UserError(
+            f"mlflow.experiment={experiment!r} is not in {tracking_uri}; "
+            f"known: {', '.join(sorted(known)) or 'none'}"
+        )
+    filter_string = f"tags.mlflow.parentRunId = '{parent_run_id}'" if parent_run_id else ""
+    mlflow.set_tracking_uri(tracking_uri)
+    raw = mlflow.search_runs(
+        experiment_ids=[found.experiment_id], filter_string=filter_string, output_format="pandas"
+    )
+    where = f"MLflow experiment {experiment!r}" + (f" (parent run {parent_run_id})" if parent_run_id else "")
+    if raw.empty:
+        raise UserError(
+            f"{where} has no runs; train some with `python -m repro.train` or fix the experiment name"
+        )
+    raw = raw.sort_values(["start_time", "run_id"], kind="stable").reset_index(drop=True)
+
+    excluded_parts = []
+    is_job = (
+        raw["tags.repro.model"].notna() if "tags.repro.model" in raw else pd.Series(False, index=raw.index)
+    )
+    if (~is_job).any():
+        excluded_parts.append(
+            _excluded(raw[~is_job], "not a training job (no repro.model tag, e.g. a sweep's parent run)")
+        )
+    unfinished = is_job & (raw["status"] != "FINISHED")
+    if unfinished.any():
+        excluded_parts.append(_excluded(raw[unfinished], "run did not finish"))
+    raw = raw[is_job & ~unfinished].reset_index(drop=True)
+    if raw.empty:
+        raise UserError(
+            f"{where} has no finished training runs (runs need the repro.model tag that repro.train sets)"
+        )
+    _require(
+        raw,
+        ["tags.repro.model", "tags.repro.gpu", "metrics.energy_j_per_image", "metrics.f1"],
+        where,
+        "log the runs with `python -m repro.train`",
+    )
+
+    use_gpu_energy = (
+        "metrics.gpu_energy_j_per_image" in raw and raw["metrics.gpu_energy_j_per_image"].notna().all()
+    )
+    energy_column = "metrics.gpu_energy_j_per_image" if use_gpu_energy else "metrics.energy_j_per_image"
+
+    def column(name: str) -> pd.Series:
+        return raw[name].astype(float) if name in raw else pd.Series(np.nan, index=raw.index)
+
+    def text(name: str) -> pd.Series:
+        return raw[name].fillna("").astype(str) if name in raw else pd.Series("", index=raw.index)
+
+    runs = pd.DataFrame(
+        {
+            "environment": raw["tags.repro.gpu"].astype(str),
+            "architecture": raw["tags.repro.model"].astype(str),
+            "run": raw["run_id"].astype(str),
+            "energy_j_per_image": raw[energy_column].astype(float),
+            "gpu_usage_pct": column("metrics.gpu_usage_pct"),
+            "duration_ms_per_image": column("metrics.duration_ms_per_image"),
+            "f1": column("metrics.f1"),
+            "accuracy": column("metrics.accuracy"),
+            "gflops": column("metrics.gflops"),
+            "params_m": column("metrics.params_m"),
+            "gpu_name": text("params.gpu.label"),
+            "power_limit_w": pd.to_numeric(text("params.gpu.tdp_w"), errors="coerce"),
+        }
+    )
+    excluded = pd.concat(excluded_parts, ignore_index=True) if excluded_parts else _no_exclusions()
+    log.info(
+        "%s: %d training runs read (energy: %s), %d left out", where, len(runs), energy_column, len(excluded)
+    )
+    return RunsTable(
+        runs[list(RUN_COLUMNS)],
+        excluded,
+        "GPU only" if use_gpu_energy else "whole machine",
+        f"MLflow {tracking_uri}, experiment {experiment!r}",
+    )
+
+
+def apply_outlier_policy(table: RunsTable, policy: str) -> RunsTable:
+    """Leave out extreme outliers per (environment, architecture) group, listing each with its reason.
+
+    Args:
+        table: the runs so far.
+        policy: "none", or "iqr3": a run is left out when one of `OUTLIER_METRICS` lies beyond
+            3 x IQR below the first or above the third quartile of its group (groups of 4+ runs).
+    """
+    if policy not in OUTLIER_POLICIES:
+        raise UserError(f"outlier_policy={policy} is not known; use one of {', '.join(OUTLIER_POLICIES)}")
+    if policy == "none":
+        return table
+    runs = table.runs
+    reasons = pd.Series("", index=runs.index)
+    for _, group in runs.groupby(["environment", "architecture"], sort=False):
+        if len(group) < 4:
+            continue
+        for metric in OUTLIER_METRICS:
+            values = group[metric]
+            q1, q3 = values.quantile(0.25), values.quantile(0.75)
+            low, high = q1 - 3 * (q3 - q1), q3 + 3 * (q3 - q1)
+            beyond = values[(values < low) | (values > high)]
+            for index, value in beyond.items():
+                note = f"{metric} {value:.6g} beyond 3xIQR fences [{low:.6g}, {high:.6g}] of its group"
+                reasons[index] = f"{reasons[index]}; {note}" if reasons[index] else note
+    out = reasons != ""
+    new = runs.loc[out, ["environment", "architecture", "run"]].assign(reason=reasons[out])
+    log.info("outlier policy iqr3: %d run(s) left out", int(out.sum()))
+    return RunsTable(
+        runs.loc[~out].reset_index(drop=True),
+        pd.concat([table.excluded, new], ignore_index=True) if len(new) else table.excluded,
+        table.energy_basis,
+        table.source,
+    )
+
+
+def environment_order(runs: pd.DataFrame) -> list[str]:
+    """Environments from the least to the most powerful (by power limit, then name)."""
+    return _order(runs, "environment", "power_limit_w")
+
+
+def architecture_order(runs: pd.DataFrame) -> list[str]:
+    """Architectures from the cheapest to the costliest forward pass (by GFLOPs, then name)."""
+    return _order(runs, "architecture", "gflops")
+
+
+def _order(runs: pd.DataFrame, column: str, by: str) -> list[str]:
+    keys = runs.groupby(column)[by].median()
+    return sorted(keys.index, key=lambda name: (math.inf if pd.isna(keys[name]) else float(keys[name]), name))
+
+
+def _excluded(raw: pd.DataFrame, reason: str) -> pd.DataFrame:
+    def text(name: str) -> pd.Series:
+        return raw[name].fillna("").astype(str) if name in raw else pd.Series("", index=raw.index)
+
+    return pd.DataFrame(
+        {
+            "environment": text("tags.repro.gpu"),
+            "architecture": text("tags.repro.model"),
+            "run": raw["run_id"].astype(str),
+            "reason": reason,
+        }
+    )
+
+
+def _no_exclusions() -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series(dtype=str) for name in EXCLUDED_COLUMNS})
+
+
+def _check_readable(uri: str) -> None:
+    """Fail in one line when the store cannot be read; unlike writing, reading must not create it."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise UserError(
+                f"mlflow.tracking_uri={uri}: no MLflow database at {path}; fix the path or train first"
+            )
+        return
+    from repro.tracking import check_tracking_uri
+
+    check_tracking_uri(uri)
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -1,0 +1,463 @@
+"""Tables T1-T6 of the study, built from the analyses and written as Markdown, LaTeX (booktabs) and CSV.
+
+Markdown and LaTeX show rounded, labelled values; the CSV keeps every value (10 significant digits)
+under machine-friendly column names. The same input always gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from repro.stats.analyses import Comparison, StudyResults
+from repro.stats.runs import RunsTable
+
+#: How the tables name the study's architectures and metrics; other names are shown as they are.
+ARCHITECTURE_LABELS: dict[str, str] = {
+    "mobilenet_v2": "MobileNet V2",
+    "nasnet_mobile": "NASNet Mobile",
+    "resnet50": "ResNet50",
+    "xception": "Xception",
+    "vgg16": "VGG16",
+}
+METRIC_LABELS: dict[str, str] = {
+    "energy_j_per_image": "Energy (J/image)",
+    "gpu_usage_pct": "GPU usage (%)",
+    "duration_ms_per_image": "Duration (ms/image)",
+    "f1": "F1",
+    "gflops": "GFLOPs",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: its CSV key, Markdown and LaTeX headers, and how to show a value."""
+
+    key: str
+    header: str
+    tex: str
+    show: Callable[[object], str] = str
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled table of raw values plus the columns that render it."""
+
+    name: str
+    title: str
+    frame: pd.DataFrame
+    columns: tuple[Column, ...]
+    notes: tuple[str, ...] = ()
+
+    def to_markdown(self) -> str:
+        cells = self._cells()
+        number = self.name.split("_")[0]
+        label = f"T{number[1:]}. " if number[:1] == "t" and number[1:2].isdigit() else ""
+        lines = [f"**{label}{self.title}**", ""]
+        lines.append("| " + " | ".join(c.header for c in self.columns) + " |")
+        lines.append("| " + " | ".join("---" for _ in self.columns) + " |")
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in cells]
+        lines += [""] + [f"Note: {note}" for note in self.notes] if self.notes else []
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self) -> str:
+        cells = self._cells()
+        align = "".join(
+            "r" if pd.api.types.is_numeric_dtype(self.frame[c.key]) else "l" for c in self.columns
+        )
+        lines = [
+            "\\begin{table}[t]",
+            "\\centering",
+            f"\\caption{{{_tex_escape(self.title)}}}",
+            f"\\label{{tab:{self.name}}}",
+            f"\\begin{{tabular}}{{{align}}}",
+            "\\toprule",
+            " & ".join(c.tex for c in self.columns) + " \\\\",
+            "\\midrule",
+        ]
+        lines += [" & ".join(_tex_escape(cell) for cell in row) + " \\\\" for row in cells]
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        lines += [f"\\par\\footnotesize {_tex_escape(note)}" for note in self.notes]
+        lines.append("\\end{table}")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        frame = self.frame[[c.key for c in self.columns]]
+        return frame.to_csv(index=False, float_format="%.10g", lineterminator="\n")
+
+    def write(self, folder: Path) -> list[Path]:
+        """Write NAME.md, NAME.tex and NAME.csv into `folder`; returns the paths."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for suffix, text in (("md", self.to_markdown()), ("tex", self.to_latex()), ("csv", self.to_csv())):
+            path = folder / f"{self.name}.{suffix}"
+            path.write_text(text, encoding="utf-8", newline="\n")
+            paths.append(path)
+        return paths
+
+    def _cells(self) -> list[list[str]]:
+        return [[c.show(row[c.key]) for c in self.columns] for _, row in self.frame.iterrows()]
+
+
+def _tex_escape(text: str) -> str:
+    for char, escaped in (
+        ("\\", "\\textbackslash{}"),
+        ("&", "\\&"),
+        ("%", "\\%"),
+        ("_", "\\_"),
+        ("#", "\\#"),
+        ("$", "\\$"),
+        ("<", "$<$"),
+        (">", "$>$"),
+        ("δ", "$\\delta$"),
+        ("→", "$\\to$"),
+    ):
+        text = text.replace(char, escaped)
+    return text
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fixed(digits: int) -> Callable[[object], str]:
+    """Show a number with `digits` decimals; NaN as a dash."""
+    return lambda v: "–" if _missing(v) else f"{float(v):.{digits}f}"
+
+
+def pvalue(value: object) -> str:
+    """Show a p-value: 3 decimals from 0.001, else 3 significant digits in scientific notation."""
+    if _missing(value):
+        return "–"
+    p = float(value)
+    if p == 0.0:
+        return "< 1e-300"  # below what double precision holds
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.2e}"
+
+
+def pvalue_floor(floor: float) -> Callable[[object], str]:
+    """Like `pvalue`, but shows values below `floor` (beyond the method's numerical accuracy) as "< floor"."""
+    return lambda v: f"< {floor:g}" if not _missing(v) and float(v) < floor else pvalue(v)
+
+
+def arch_label(value: object) -> str:
+    return ARCHITECTURE_LABELS.get(str(value), str(value))
+
+
+def metric_label(value: object) -> str:
+    return METRIC_LABELS.get(str(value), str(value))
+
+
+def _text(value: object) -> str:
+    return "–" if _missing(value) or value == "" else str(value)
+
+
+def _integer(value: object) -> str:
+    return "–" if _missing(value) else str(int(value))
+
+
+def design_tables(table: RunsTable) -> list[Table]:
+    """T1: the architectures (GFLOPs, parameters) and the environments (GPU, power limit)."""
+    runs = table.runs
+    from repro.stats.runs import architecture_order, environment_order
+
+    archs = runs.groupby("architecture").agg(
+        gflops=("gflops", "median"),
+        params_m=("params_m", "median"),
+        environments=("environment", "nunique"),
+        runs=("run", "size"),
+    )
+    archs = archs.loc[architecture_order(runs)].reset_index()
+    envs = runs.groupby("environment").agg(
+        gpu=("gpu_name", lambda s: ", ".join(sorted(set(s) - {""}))),
+        power_limit_w=("power_limit_w", "median"),
+        architectures=("architecture", "nunique"),
+        runs=("run", "size"),
+    )
+    envs = envs.loc[environment_order(runs)].reset_index()
+    return [
+        Table(
+            "t1a_architectures",
+            "Architectures: forward-pass cost and size",
+            archs,
+            (
+                Column("architecture", "Architecture", "Architecture", arch_label),
+                Column("gflops", "GFLOPs", "GFLOPs", fixed(3)),
+                Column("params_m", "Parameters (M)", "Parameters (M)", fixed(1)),
+                Column("environments", "Environments", "Environments", _integer),
+                Column("runs", "Runs", "Runs", _integer),
+            ),
+            _design_notes(table),
+        ),
+        Table(
+            "t1b_environments",
+            "Training environments",
+            envs,
+            (
+                Column("environment", "Environment", "Environment"),
+                Column("gpu", "GPU", "GPU", _text),
+                Column("power_limit_w", "Power limit (W)", "Power limit (W)", fixed(0)),
+                Column("architectures", "Architectures", "Architectures", _integer),
+                Column("runs", "Runs", "Runs", _integer),
+            ),
+            (f"Energy measured: {table.energy_basis}.",),
+        ),
+    ]
+
+
+def _design_notes(table: RunsTable) -> tuple[str, ...]:
+    if table.source.startswith("published"):
+        return (
+            "Parameters: the Keras ImageNet models' counts from the Keras Applications documentation "
+            "(the published data has no such column).",
+        )
+    return ()
+
+
+def medians_table(results: StudyResults) -> Table:
+    """T2: medians per architecture x environment."""
+    frame = results.medians.reset_index()
+    return Table(
+        "t2_medians",
+        "Medians per architecture and environment",
+        frame,
+        (
+            Column("architecture", "Architecture", "Architecture", arch_label),
+            Column("environment", "Environment", "Environment"),
+            Column("n", "Runs", "Runs", _integer),
+            Column("energy_j_per_image", "Energy (J/image)", "Energy (J/image)", fixed(4)),
+            Column("gpu_usage_pct", "GPU usage (%)", "GPU usage (\\%)", fixed(2)),
+            Column("duration_ms_per_image", "Duration (ms/image)", "Duration (ms/image)", fixed(3)),
+            Column("f1", "F1", "$F_1$", fixed(4)),
+        ),
+    )
+
+
+def comparison_tables(prefix: str, question: str, comparisons: tuple[Comparison, ...]) -> list[Table]:
+    """T3/T4: the omnibus tests per metric, the pairs (Dunn-Holm, Games-Howell, Cliff's delta), normality."""
+    first = comparisons[0]
+    label = arch_label if first.factor == "architecture" else str
+    within = arch_label(first.within) if first.factor == "environment" else first.within
+    omnibus, pairs, normality = [], [], []
+    notes: list[str] = []
+    for c in comparisons:
+        kw, lev, welch = c.kruskal, c.levene, c.welch
+        omnibus.append(
+            {
+                "metric": c.metric,
+                "k": len(c.groups),
+                "n": kw.n if kw else math.nan,
+                "shapiro_normal": f"{sum(s.pvalue >= 0.05 for s in c.shapiro)}/{len(c.shapiro)}"
+                if c.shapiro
+                else "",
+                "levene_p": lev.pvalue if lev else math.nan,
+                "welch_f": welch.statistic if welch else math.nan,
+                "welch_p": welch.pvalue if welch else math.nan,
+                "kruskal_h": kw.statistic if kw else math.nan,
+                "kruskal_p": kw.pvalue if kw else math.nan,
+                "eta2_h": kw.effect_size if kw else math.nan,
+                "skipped": "; ".join(c.skipped),
+            }
+        )
+        for p in c.pairs:
+            pairs.append(
+                {
+                    "metric": c.metric,
+                    "a": p.a,
+                    "b": p.b,
+                    "n_a": p.n_a,
+                    "n_b": p.n_b,
+                    "dunn_holm_p": p.dunn_holm_p,
+                    "games_howell_p": p.games_howell_p,
+                    "cliffs_delta": p.cliffs_delta,
+                    "magnitude": p.magnitude,
+                }
+            )
+        for s in c.shapiro:
+            normality.append(
+                {
+                    "metric": c.metric,
+                    "group": s.group,
+                    "n": s.n,
+                    "shapiro_w": s.statistic,
+                    "shapiro_p": s.pvalue,
+                }
+            )
+        if c.nan_dropped:
+            notes.append(f"{c.nan_dropped} run(s) with no {c.metric} dropped.")
+    factor = "Architecture" if first.factor == "architecture" else "Environment"
+    title = f"{question}: {first.factor}s compared within {within}"
+    return [
+        Table(
+            f"{prefix}a_{question.lower()}_omnibus",
+            f"{title}; omnibus tests",
+            pd.DataFrame(omnibus),
+            (
+                Column("metric", "Metric", "Metric", metric_label),
+                Column("k", "k", "$k$", _integer),
+                Column("n", "n", "$n$", _integer),
+                Column(
+                    "shapiro_normal",
+                    "Normal groups (Shapiro p ≥ 0.05)",
+                    "Normal groups (Shapiro $p \\geq 0.05$)",
+                    _text,
+                ),
+                Column("levene_p", "Levene p", "Levene $p$", pvalue),
+                Column("welch_f", "Welch F", "Welch $F$", fixed(2)),
+                Column("welch_p", "Welch p", "Welch $p$", pvalue),
+                Column("kruskal_h", "Kruskal-Wallis H", "Kruskal-Wallis $H$", fixed(2)),
+                Column("kruskal_p", "p", "$p$", pvalue),
+                Column("eta2_h", "η²_H", "$\\eta^2_H$", fixed(3)),
+                Column("skipped", "Skipped", "Skipped", _text),
+            ),
+            tuple(notes),
+        ),
+        Table(
+            f"{prefix}b_{question.lower()}_pairs",
+            f"{title}; pairs",
+            pd.DataFrame(pairs, columns=list(_PAIR_KEYS)),
+            (
+                Column("metric", "Metric", "Metric", metric_label),
+                Column("a", f"{factor} A", f"{factor} A", label),
+                Column("b", f"{factor} B", f"{factor} B", label),
+                Column("n_a", "n A", "$n_A$", _integer),
+                Column("n_b", "n B", "$n_B$", _integer),
+                Column("dunn_holm_p", "Dunn-Holm p", "Dunn-Holm $p$", pvalue),
+                Column("games_howell_p", "Games-Howell p", "Games-Howell $p$", pvalue_floor(1e-12)),
+                Column("cliffs_delta", "Cliff's δ (A vs B)", "Cliff's $\\delta$ (A vs B)", fixed(3)),
+                Column("magnitude", "Magnitude", "Magnitude"),
+            ),
+            (
+                "Cliff's δ > 0: A tends to be larger than B. Magnitude: negligible < 0.147 ≤ small < 0.33 ≤ "
+                "medium < 0.474 ≤ large. Games-Howell p below 1e-12 is beyond the accuracy of the "
+                "studentized range integral and shown as < 1e-12.",
+            ),
+        ),
+        Table(
+            f"{prefix}c_{question.lower()}_normality",
+            f"{title}; Shapiro-Wilk per group",
+            pd.DataFrame(normality, columns=["metric", "group", "n", "shapiro_w", "shapiro_p"]),
+            (
+                Column("metric", "Metric", "Metric", metric_label),
+                Column("group", factor, factor, label),
+                Column("n", "n", "$n$", _integer),
+                Column("shapiro_w", "W", "$W$", fixed(4)),
+                Column("shapiro_p", "p", "$p$", pvalue),
+            ),
+        ),
+    ]
+
+
+_PAIR_KEYS = ("metric", "a", "b", "n_a", "n_b", "dunn_holm_p", "games_howell_p", "cliffs_delta", "magnitude")
+
+
+def correlations_table(results: StudyResults) -> Table:
+    """T5: the Spearman correlations (one-sided, greater)."""
+    rows = [
+        {
+            "x": c.x,
+            "y": c.y,
+            "environment": c.subset,
+            "n": c.result.n if c.result else math.nan,
+            "rho": c.result.rho if c.result else math.nan,
+            "p_greater": c.result.pvalue if c.result else math.nan,
+            "skipped": c.skipped,
+        }
+        for c in results.correlations
+    ]
+    return Table(
+        "t5_correlations",
+        "Spearman correlations (alternative: greater)",
+        pd.DataFrame(rows),
+        (
+            Column("x", "X", "$X$", metric_label),
+            Column("y", "Y", "$Y$", metric_label),
+            Column("environment", "Environment", "Environment"),
+            Column("n", "n", "$n$", _integer),
+            Column("rho", "ρ", "$\\rho$", fixed(3)),
+            Column("p_greater", "p (one-sided)", "$p$ (one-sided)", pvalue),
+            Column("skipped", "Skipped", "Skipped", _text),
+        ),
+    )
+
+
+def improvements_table(results: StudyResults) -> Table:
+    """T6: the largest and smallest reductions, and best against worst within each factor."""
+    rows = [
+        {
+            "kind": _kind_label(i.kind),
+            "from_architecture": i.from_pair[0],
+            "from_environment": i.from_pair[1],
+            "to_architecture": i.to_pair[0],
+            "to_environment": i.to_pair[1],
+            "from_j_per_image": i.from_median,
+            "to_j_per_image": i.to_median,
+            "reduction": i.reduction,
+            "reduction_pct": 100 * i.reduction,
+            "from_f1": i.from_f1,
+            "to_f1": i.to_f1,
+            "f1_given_up": i.f1_given_up,
+        }
+        for i in results.improvements
+    ]
+    return Table(
+        "t6_improvements",
+        "Reductions of median energy per image",
+        pd.DataFrame(rows),
+        (
+            Column("kind", "Comparison", "Comparison"),
+            Column("from_architecture", "From", "From", arch_label),
+            Column("from_environment", "From env.", "From env."),
+            Column("to_architecture", "To", "To", arch_label),
+            Column("to_environment", "To env.", "To env."),
+            Column("from_j_per_image", "J/image from", "J/image from", fixed(4)),
+            Column("to_j_per_image", "J/image to", "J/image to", fixed(4)),
+            Column("reduction", "Reduction", "Reduction", fixed(5)),
+            Column("reduction_pct", "Reduction (%)", "Reduction (\\%)", fixed(2)),
+            Column("from_f1", "F1 from", "$F_1$ from", fixed(4)),
+            Column("to_f1", "F1 to", "$F_1$ to", fixed(4)),
+            Column("f1_given_up", "F1 given up", "$F_1$ given up", fixed(4)),
+        ),
+        (
+            "Reduction = (median A - median B) / median A over the medians of T2. "
+            "F1 given up = median F1 of A - "
+            "median F1 of B (negative: F1 gained).",
+        ),
+    )
+
+
+def _kind_label(kind: str) -> str:
+    name = kind.removeprefix("within ")
+    return f"within {arch_label(name)}" if name != kind else kind
+
+
+def excluded_table(table: RunsTable) -> Table:
+    """The runs left out before the analyses, each with its reason."""
+    return Table(
+        "excluded_runs",
+        f"Runs left out ({len(table.excluded)})",
+        table.excluded,
+        (
+            Column("environment", "Environment", "Environment"),
+            Column("architecture", "Architecture", "Architecture", arch_label),
+            Column("run", "Run", "Run"),
+            Column("reason", "Reason", "Reason"),
+        ),
+    )
+
+
+def study_tables(table: RunsTable, results: StudyResults) -> list[Table]:
+    """Every table, in order: T1a-b, T2, T3a-c, T4a-c, T5, T6 and the excluded runs."""
+    return [
+        *design_tables(table),
+        medians_table(results),
+        *comparison_tables("t3", "RQ1", results.rq1),
+        *comparison_tables("t4", "RQ2", results.rq2),
+        correlations_table(results),
+        improvements_table(results),
+        excluded_table(table),
+    ]

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real config, composed and shrunk to a seconds-long job under tmp_path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from repro.config import CONF_DIR, register_configs
+
+register_configs()
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One digits tree for the whole session: writing it is the slow part of a first job."""
+    return tmp_path_factory.mktemp("data-cache")
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def smoke_overrides(tracking_uri: str, data_cache: Path) -> list[str]:
+    """Overrides that make any job tiny and keep every file it writes inside the test's folders."""
+    return [
+        "experiment=smoke",
+        f"tracking.uri={tracking_uri}",
+        f"dataset.cache_dir={data_cache}",
+        "energy=codecarbon",
+    ]
+
+
+@pytest.fixture
+def compose_config(smoke_overrides: list[str]) -> Callable[..., DictConfig]:
+    """Compose the real config with the smoke overrides plus the test's own."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=[*smoke_overrides, *overrides])
+
+    return _compose
+
+
+@pytest.fixture
+def cli_env() -> dict[str, str]:
+    """Environment for running the CLI in a subprocess: unbuffered, no colour, no terminal."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("HYDRA_FULL_ERROR", None)
+    return env

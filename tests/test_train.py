@@ -1,0 +1,152 @@
+"""One measured training job, end to end: the run, its metrics, its files, sweeps and interruptions."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from repro import loop
+from repro.train import JobContext, run
+from tests.support import REPO_ROOT, cli
+
+FINAL_METRICS = [
+    "accuracy", "precision", "recall", "f1", "auc", "trained_epochs", "images_seen", "gflops",
+    "params_m", "duration_s", "energy_total_j", "energy_j_per_image",
+]  # fmt: skip
+EPOCH_METRICS = ["train_loss", "val_accuracy", "val_f1", "epoch_duration_s"]
+
+
+def _only_run(uri: str, experiment: str = "repro") -> mlflow.entities.Run:
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return runs[0]
+
+
+def test_one_job_records_a_complete_run(compose_config, tracking_uri, tmp_path):
+    cfg = compose_config("model=mobilenet_v2", "seed=3")
+    f1 = run(cfg, JobContext(output_dir=tmp_path / "job", choices={"model": "mobilenet_v2"}))
+
+    recorded = _only_run(tracking_uri)
+    metrics = recorded.data.metrics
+    assert recorded.info.status == "FINISHED"
+    assert recorded.info.run_name == "mobilenet_v2-cpu-s3"
+    assert set(FINAL_METRICS) <= set(metrics), set(FINAL_METRICS) - set(metrics)
+    for name in ("accuracy", "precision", "recall", "f1", "auc"):
+        assert 0.0 <= metrics[name] <= 1.0, name
+    assert metrics["f1"] == pytest.approx(f1)
+    # smoke: 1 head + 1 fine-tuning epoch of at most 2 batches of 16 images
+    assert metrics["trained_epochs"] == 2
+    assert metrics["images_seen"] == 2 * 2 * 16
+    assert metrics["energy_total_j"] > 0
+    assert metrics["energy_j_per_image"] == pytest.approx(metrics["energy_total_j"] / 64, rel=1e-6)
+    assert 0.001 < metrics["gflops"] < 0.1  # mobilenetv2_050 at 32 px
+    assert metrics["duration_s"] > 0
+
+    client = MlflowClient(tracking_uri)
+    for name in EPOCH_METRICS:
+        steps = [point.step for point in client.get_metric_history(recorded.info.run_id, name)]
+        assert steps == [0, 1], name
+
+    params = recorded.data.params
+    assert params["model.name"] == "mobilenetv2_050"
+    assert params["training.batch_size"] == "16"
+    tags = recorded.data.tags
+    for tag in ("repro.git_sha", "repro.host", "repro.cpu_model", "repro.torch_version", "repro.timm_version"):
+        assert tags.get(tag), tag
+    assert tags["repro.model"] == "mobilenet_v2" and tags["repro.gpu"] == "cpu"
+
+    artifacts = {item.path for item in client.list_artifacts(recorded.info.run_id)}
+    assert {"config.yaml", "history.csv"} <= artifacts
+    with (tmp_path / "job" / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["phase"] for row in rows] == ["head", "finetune"]
+
+
+def test_multiclass_digits_train_with_macro_metrics(compose_config, tracking_uri, tmp_path):
+    cfg = compose_config("model=resnet18", "dataset.task=multiclass", "energy=none")
+    run(cfg, JobContext(output_dir=tmp_path / "job"))
+    metrics = _only_run(tracking_uri).data.metrics
+    assert 0.0 <= metrics["f1"] <= 1.0
+    assert "energy_total_j" not in metrics  # energy=none measures nothing and logs no fake zero
+
+
+def test_sweep_makes_a_parent_run_with_one_child_per_job(smoke_overrides, tracking_uri, tmp_path, cli_env):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        cli("-m", "model=mobilenet_v2,resnet18", *smoke_overrides, f"hydra.sweep.dir={sweep_dir}"),
+        cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (sweep_dir / "0").is_dir() and (sweep_dir / "1").is_dir()
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("repro")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("repro.kind") == "sweep"]
+    assert len(parents) == 1
+    parent_id = parents[0].info.run_id
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert sorted(r.info.run_name for r in children) == ["mobilenet_v2-cpu-s0", "resnet18-cpu-s0"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert parents[0].info.status == "FINISHED"
+    assert "Sweep summary (2 jobs" in result.stdout
+
+
+def test_a_crash_mid_training_keeps_the_energy_measured_so_far(compose_config, tracking_uri, tmp_path, monkeypatch):
+    real_epoch = loop._train_one_epoch
+    calls = {"n": 0}
+
+    def _crash_on_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated out-of-memory")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_train_one_epoch", _crash_on_second_epoch)
+    cfg = compose_config()
+    with pytest.raises(RuntimeError, match="simulated"):
+        run(cfg, JobContext(output_dir=tmp_path / "job"))
+
+    recorded = _only_run(tracking_uri)
+    assert recorded.info.status == "FAILED"
+    assert "simulated out-of-memory" in recorded.data.tags["repro.end_reason"]
+    assert recorded.data.metrics["energy_total_j"] > 0
+    assert recorded.data.metrics["trained_epochs"] == 1
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_run_as_killed_with_its_energy(smoke_overrides, tracking_uri, tmp_path, cli_env):
+    long_job = [*smoke_overrides, "training.finetune_epochs=500", "hydra.run.dir=" + str(tmp_path / "run")]
+    process = subprocess.Popen(cli(*long_job), cwd=REPO_ROOT, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for_epoch_metrics(tracking_uri, deadline_s=180)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    recorded = _only_run(tracking_uri)
+    assert recorded.info.status == "KILLED"
+    assert recorded.data.tags["repro.end_reason"] == "terminated (SIGTERM)"
+    assert recorded.data.metrics["energy_total_j"] > 0
+    assert process.returncode != 0
+
+
+def _wait_for_epoch_metrics(uri: str, deadline_s: float) -> None:
+    client = MlflowClient(uri)
+    stop = time.monotonic() + deadline_s
+    while time.monotonic() < stop:
+        experiment = client.get_experiment_by_name("repro") if Path(uri.removeprefix("sqlite:///")).exists() else None
+        if experiment is not None:
+            runs = client.search_runs([experiment.experiment_id])
+            if runs and "train_loss" in runs[0].data.metrics:
+                return
+        time.sleep(1)
+    raise AssertionError("the job logged no epoch within the deadline")
