@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
+MLFLOW_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint ui paper-tables
+.PHONY: help install run test test-fast lint ui paper-tables mlflow-server
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -39,3 +40,6 @@ ui: $(STAMP) ## the MLflow UI on the embedded store
 
 paper-tables: $(STAMP) ## the study's tables and figures from the published data, into paper/ (deterministic)
 	$(BIN)/python -m repro.paper
+
+mlflow-server: $(STAMP) ## a shared MLflow server for cluster sweeps: SQLite + artifacts under mlflow-server/ (MLFLOW_HOST, MLFLOW_PORT, MLFLOW_ARGS)
+	MLFLOW_HOST=$(MLFLOW_HOST) MLFLOW_PORT=$(MLFLOW_PORT) MLFLOW=$(BIN)/mlflow scripts/mlflow_server.sh $(MLFLOW_ARGS)

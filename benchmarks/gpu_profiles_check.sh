@@ -35,12 +35,19 @@ expect() {  # description, expected exit code, command...
   if [[ $got == "$want" ]]; then echo "PASS $what (exit $got)"; else echo "FAIL $what (exit $got, expected $want)"; failures=$((failures + 1)); fi
 }
 
-nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv || echo "(no nvidia-smi)"
+nvidia-smi --query-gpu=name,driver_version,power.limit,memory.total --format=csv 2>/dev/null || echo "(no nvidia-smi)"
+check() {  # description, grep pattern, file
+  grep -q "$2" "$3" && echo "PASS $1" || { echo "FAIL $1"; failures=$((failures + 1)); }
+}
+
 expect "gpu=auto resolves" 0 resolve auto
+check "gpu=auto chose the GPU" "^gpu=auto -> cuda:0" "$out/stdout"
 expect "gpu=h200 resolves" 0 resolve h200
+check "gpu=h200 is pinned to a CUDA device" "^gpu=h200 -> cuda:" "$out/stdout"
+check "NVML gave the driver version" "device.driver_version = " "$out/stdout"
+check "NVML gave the power limit" "device.power_limit_w = " "$out/stdout"
 expect "gpu=t4 is refused" 2 resolve t4
-grep -q "^error: gpu=t4 asks for an NVIDIA T4 but this machine has .*H200" "$out/stderr" \
-  && echo "PASS gpu=t4 error names the H200 found" || { echo "FAIL gpu=t4 error text"; failures=$((failures + 1)); }
+check "gpu=t4 error names the H200 found" "^error: gpu=t4 asks for an NVIDIA T4 but this machine has .*H200" "$out/stderr"
 
 # The same through the command line: a tiny run on the H200 that lands in a throwaway store.
 smoke=(experiment=smoke energy=none "tracking.uri=sqlite:///$out/mlflow.db" "hydra.run.dir=$out/run")

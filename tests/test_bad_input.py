@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from tests.support import REPO_ROOT, cli
 
 from repro.train import main
-from tests.support import REPO_ROOT, cli
 
 
 def _run_main(monkeypatch, capsys, *args: str) -> str:
@@ -85,7 +85,9 @@ def test_bad_dataset_folder(monkeypatch, capsys, smoke_overrides, tmp_path, case
         assert "broken.png" in err
 
 
-def test_a_bad_job_late_in_a_sweep_stops_everything_before_training(monkeypatch, capsys, smoke_overrides, tmp_path):
+def test_a_bad_job_late_in_a_sweep_stops_everything_before_training(
+    monkeypatch, capsys, smoke_overrides, tmp_path
+):
     err = _run_main(monkeypatch, capsys, "-m", *smoke_overrides, "training.batch_size=16,0")
     assert "training.batch_size=0" in err
     assert not (REPO_ROOT / "multirun").joinpath("should-not-exist").exists()
@@ -100,7 +102,11 @@ def test_sweep_value_without_multirun_flag(monkeypatch, capsys, smoke_overrides)
 
 def test_real_command_line_exit_code(smoke_overrides, cli_env):
     result = subprocess.run(
-        cli(*smoke_overrides, "training.batch_size=0"), cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True,
+        cli(*smoke_overrides, "training.batch_size=0"),
+        cwd=REPO_ROOT,
+        env=cli_env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )  # fmt: skip
     assert result.returncode == 2

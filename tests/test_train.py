@@ -11,10 +11,10 @@ from pathlib import Path
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from tests.support import REPO_ROOT, cli
 
 from repro import loop
 from repro.train import JobContext, run
-from tests.support import REPO_ROOT, cli
 
 FINAL_METRICS = [
     "accuracy", "precision", "recall", "f1", "auc", "trained_epochs", "images_seen", "gflops",
@@ -59,7 +59,13 @@ def test_one_job_records_a_complete_run(compose_config, tracking_uri, tmp_path):
     assert params["model.name"] == "mobilenetv2_050"
     assert params["training.batch_size"] == "16"
     tags = recorded.data.tags
-    for tag in ("repro.git_sha", "repro.host", "repro.cpu_model", "repro.torch_version", "repro.timm_version"):
+    for tag in (
+        "repro.git_sha",
+        "repro.host",
+        "repro.cpu_model",
+        "repro.torch_version",
+        "repro.timm_version",
+    ):
         assert tags.get(tag), tag
     assert tags["repro.model"] == "mobilenet_v2" and tags["repro.gpu"] == "cpu"
 
@@ -100,7 +106,9 @@ def test_sweep_makes_a_parent_run_with_one_child_per_job(smoke_overrides, tracki
     assert "Sweep summary (2 jobs" in result.stdout
 
 
-def test_a_crash_mid_training_keeps_the_energy_measured_so_far(compose_config, tracking_uri, tmp_path, monkeypatch):
+def test_a_crash_mid_training_keeps_the_energy_measured_so_far(
+    compose_config, tracking_uri, tmp_path, monkeypatch
+):
     real_epoch = loop._train_one_epoch
     calls = {"n": 0}
 
@@ -125,7 +133,9 @@ def test_a_crash_mid_training_keeps_the_energy_measured_so_far(compose_config, t
 @pytest.mark.slow
 def test_sigterm_ends_the_run_as_killed_with_its_energy(smoke_overrides, tracking_uri, tmp_path, cli_env):
     long_job = [*smoke_overrides, "training.finetune_epochs=500", "hydra.run.dir=" + str(tmp_path / "run")]
-    process = subprocess.Popen(cli(*long_job), cwd=REPO_ROOT, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        cli(*long_job), cwd=REPO_ROOT, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         _wait_for_epoch_metrics(tracking_uri, deadline_s=180)
         process.send_signal(signal.SIGTERM)
@@ -143,7 +153,9 @@ def _wait_for_epoch_metrics(uri: str, deadline_s: float) -> None:
     client = MlflowClient(uri)
     stop = time.monotonic() + deadline_s
     while time.monotonic() < stop:
-        experiment = client.get_experiment_by_name("repro") if Path(uri.removeprefix("sqlite:///")).exists() else None
+        experiment = (
+            client.get_experiment_by_name("repro") if Path(uri.removeprefix("sqlite:///")).exists() else None
+        )
         if experiment is not None:
             runs = client.search_runs([experiment.experiment_id])
             if runs and "train_loss" in runs[0].data.metrics:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -25,7 +24,7 @@ class ModelConfig:
 
     name: str = MISSING
     pretrained: bool = False  # download ImageNet weights from timm's hub (needs network)
-    weights_file: Optional[str] = None  # local checkpoint loaded through timm instead of the hub
+    weights_file: str | None = None  # local checkpoint loaded through timm instead of the hub
     drop_rate: float = 0.0
 
 
@@ -34,7 +33,7 @@ class DatasetConfig:
     """Where images come from and how they are prepared."""
 
     name: str = MISSING  # digits | imagefolder | synthetic
-    path: Optional[str] = None  # imagefolder: a folder of class sub-folders
+    path: str | None = None  # imagefolder: a folder of class sub-folders
     task: str = "binary"  # digits: binary (digit < 5 vs >= 5) or multiclass (10 digits)
     image_size: int = 128
     val_fraction: float = 0.3  # the study's 70/30 split, stratified and seeded
@@ -59,7 +58,7 @@ class TrainingConfig:
     early_stopping_min_delta: float = 1e-3
     plateau_patience: int = 10  # epochs before the learning rate drops
     plateau_factor: float = 0.1
-    max_steps_per_epoch: Optional[int] = None  # cap for benchmarks; None trains on every batch
+    max_steps_per_epoch: int | None = None  # cap for benchmarks; None trains on every batch
 
 
 @dataclass
@@ -68,8 +67,8 @@ class EnergyConfig:
 
     meters: list[str] = field(default_factory=lambda: ["codecarbon", "nvml-if-gpu"])
     sample_interval_s: float = 1.0  # NVML sampling period, as the study's nvidia-smi
-    country_iso_code: Optional[str] = None  # CodeCarbon's grid lookup; ignored if intensity is set
-    carbon_intensity_g_per_kwh: Optional[float] = None
+    country_iso_code: str | None = None  # CodeCarbon's grid lookup; ignored if intensity is set
+    carbon_intensity_g_per_kwh: float | None = None
     warmup_s: float = 0.0  # once before a campaign
     cooldown_s: float = 0.0  # between runs
     baseline_s: float = 0.0  # idle power measured before each run
@@ -80,9 +79,9 @@ class EnergyConfig:
 class SlurmResources:
     """How a SLURM job asks for this GPU; gres and/or a node feature constraint."""
 
-    gres: Optional[str] = None  # e.g. "gpu:a100:1"
-    constraint: Optional[str] = None  # e.g. "a100"
-    partition: Optional[str] = None
+    gres: str | None = None  # e.g. "gpu:a100:1"
+    constraint: str | None = None  # e.g. "a100"
+    partition: str | None = None
 
 
 @dataclass
@@ -91,9 +90,9 @@ class GpuConfig:
 
     name: str = MISSING
     label: str = MISSING  # human label, e.g. the study's "Cloud"
-    device_match: Optional[str] = None  # substring of the NVML/torch device name; None for cpu/auto
-    tdp_w: Optional[float] = None  # max power limit
-    memory_gb: Optional[float] = None
+    device_match: str | None = None  # whole words of the device name, any case ("A100"); None: CPU or auto
+    tdp_w: float | None = None  # max power limit
+    memory_gb: float | None = None
     slurm: SlurmResources = field(default_factory=SlurmResources)
 
 
@@ -103,7 +102,7 @@ class TrackingConfig:
 
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "repro"
-    parent_run_id: Optional[str] = None  # set by sweeps: every job becomes a child of this run
+    parent_run_id: str | None = None  # set by sweeps: every job becomes a child of this run
 
 
 @dataclass
@@ -117,7 +116,7 @@ class Config:
     gpu: GpuConfig = MISSING
     tracking: TrackingConfig = MISSING
     seed: int = 0
-    run_name: Optional[str] = None  # default: {model}-{gpu}-s{seed}
+    run_name: str | None = None  # default: {model}-{gpu}-s{seed}
 
 
 _GROUP_SCHEMAS = {

@@ -271,7 +271,7 @@ def _digits_tree(cfg: DatasetConfig) -> Path:
 
 
 def _digit_class_name(digit: int, task: str) -> str:
-    """The tree's folder for a digit: binary `0-lt5`/`1-ge5` (digit >= 5 is the positive class 1), or the digit."""
+    """The tree's folder for a digit: binary `0-lt5`/`1-ge5` (digit >= 5 is positive), or the digit itself."""
     if task == "binary":
         return "1-ge5" if digit >= 5 else "0-lt5"
     return str(digit)

@@ -112,21 +112,27 @@ def _train_one_epoch(
     """One pass over the training set; returns the mean loss and the images processed."""
     model.train()
     loss_fn = _loss_function(data.binary)
-    total_loss, images = 0.0, 0
+    # The loss stays on the device: reading it every step (`.item()`) would make the CPU wait for
+    # the GPU each batch and slow small models down.
+    total_loss = torch.zeros((), device=device)
+    images = 0
     steps = len(data.train_loader) if max_steps is None else min(max_steps, len(data.train_loader))
     # disable=None: the bar shows on a terminal and stays quiet in logs and CI.
-    progress = tqdm(_batches(data.train_loader, max_steps), total=steps, desc=description, leave=False, disable=None)
-    for batch_images, targets in progress:
+    progress = tqdm(
+        _batches(data.train_loader, max_steps), total=steps, desc=description, leave=False, disable=None
+    )
+    for step, (batch_images, targets) in enumerate(progress):
         batch_images = batch_images.to(device, non_blocking=True)
         targets = _targets_for_loss(targets.to(device, non_blocking=True), data.binary)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(batch_images), targets)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(batch_images)
+        total_loss += loss.detach() * len(batch_images)
         images += len(batch_images)
-        progress.set_postfix(loss=f"{loss.item():.4f}")
-    return total_loss / max(images, 1), images
+        if not progress.disable and step % 10 == 0:
+            progress.set_postfix(loss=f"{loss.item():.4f}")
+    return total_loss.item() / max(images, 1), images
 
 
 def train(
@@ -163,7 +169,9 @@ def train(
     )
     stopper = _EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta)
     for _ in range(cfg.finetune_epochs):
-        record = _run_epoch(model, data, cfg, device, optimizer, "finetune", epoch, scope, on_epoch_end, result)
+        record = _run_epoch(
+            model, data, cfg, device, optimizer, "finetune", epoch, scope, on_epoch_end, result
+        )
         epoch += 1
         plateau.step(record.val_accuracy)
         if stopper.should_stop(record.val_accuracy):

@@ -44,7 +44,9 @@ def _roc_auc(targets: np.ndarray, scores: np.ndarray, binary: bool) -> float:
     if len(np.unique(targets)) < 2:
         return math.nan
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a class absent from a tiny split only warns; the value is still defined
+        warnings.simplefilter(
+            "ignore"
+        )  # a class absent from a tiny split only warns; the value is still defined
         if binary:
             return float(roc_auc_score(targets, scores))
         present = np.unique(targets)

@@ -38,7 +38,9 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
         checked: set[str] = set()
         for overrides in jobs:
             cfg = _compose(overrides)
-            remote = any(marker in str(cfg.hydra.launcher.get("_target_", "")) for marker in _REMOTE_LAUNCHER_MARKERS)
+            remote = any(
+                marker in str(cfg.hydra.launcher.get("_target_", "")) for marker in _REMOTE_LAUNCHER_MARKERS
+            )
             job_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
             validate_job(job_cfg, check_hardware=not remote, already_checked=checked)
 
@@ -150,13 +152,19 @@ def _check_training_numbers(cfg: DictConfig) -> None:
         if training[key] < 0:
             raise UserError(f"training.{key}={training[key]} must be 0 or more")
     if training.head_epochs + training.finetune_epochs == 0:
-        raise UserError("training.head_epochs and training.finetune_epochs are both 0; train at least one epoch")
+        raise UserError(
+            "training.head_epochs and training.finetune_epochs are both 0; train at least one epoch"
+        )
     if training.max_steps_per_epoch is not None and training.max_steps_per_epoch <= 0:
-        raise UserError(f"training.max_steps_per_epoch={training.max_steps_per_epoch} must be positive or null")
+        raise UserError(
+            f"training.max_steps_per_epoch={training.max_steps_per_epoch} must be positive or null"
+        )
     if not 0 <= training.momentum < 1:
         raise UserError(f"training.momentum={training.momentum} must be in [0, 1)")
     if training.early_stopping_min_delta < 0:
-        raise UserError(f"training.early_stopping_min_delta={training.early_stopping_min_delta} must be 0 or more")
+        raise UserError(
+            f"training.early_stopping_min_delta={training.early_stopping_min_delta} must be 0 or more"
+        )
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise UserError(f"seed={cfg.seed} must be a non-negative integer")
 
@@ -168,7 +176,9 @@ def _check_model(cfg: DictConfig) -> None:
 
     model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
     if model_cfg.weights_file is not None and not Path(model_cfg.weights_file).is_file():
-        raise UserError(f"model.weights_file={model_cfg.weights_file} does not exist; give the path of a checkpoint")
+        raise UserError(
+            f"model.weights_file={model_cfg.weights_file} does not exist; give the path of a checkpoint"
+        )
     # The architecture alone: weights are loaded when the job runs.
     model = create_model(dataclasses.replace(model_cfg, pretrained=False, weights_file=None), num_classes=1)
     check_input_size(model, cfg.dataset.image_size, model_cfg.name)

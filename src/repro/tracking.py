@@ -40,7 +40,9 @@ def check_tracking_uri(uri: str) -> None:
         db_path = Path(uri.removeprefix("sqlite:///"))
         folder = db_path.parent if str(db_path.parent) else Path(".")
         if not folder.is_dir():
-            raise UserError(f"tracking.uri={uri} points into {folder}, which does not exist; create it or fix the URI")
+            raise UserError(
+                f"tracking.uri={uri} points into {folder}, which does not exist; create it or fix the URI"
+            )
         if not os.access(folder, os.W_OK):
             raise UserError(f"tracking.uri={uri} points into {folder}, which is not writable")
         return
@@ -106,7 +108,12 @@ def provenance_tags() -> dict[str, str]:
 def _git_sha() -> str:
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True, timeout=5, check=False
+            ["git", "rev-parse", "HEAD"],
+            cwd=_REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -197,12 +204,17 @@ class SweepCallback(Callback):
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
             order_by=["attributes.start_time ASC"],
         )
+        if not children:
+            # No job started a run (the launcher refused the sweep, say): leave no empty parent behind.
+            client.delete_run(self.parent_run_id)
+            self.parent_run_id = None
+            return False
         print(f"\nSweep summary ({len(children)} jobs, parent run {self.parent_run_id}):")
         for child in children:
             energy = child.data.metrics.get("energy_total_j")
             energy_text = f"{energy:10.1f} J" if energy is not None else "         - J"
             print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}")
-        all_ok = bool(children) and all(child.info.status == "FINISHED" for child in children)
+        all_ok = all(child.info.status == "FINISHED" for child in children)
         client.set_terminated(self.parent_run_id, status="FINISHED" if all_ok else "FAILED")
         self.parent_run_id = None
         return all_ok
