@@ -6,6 +6,6 @@ energy consumption?" (SEAA 2023, doi:10.1109/SEAA60479.2023.00031).
 
 __version__ = "0.1.0"
 
-# Registers the study's models that timm lacks (nasnet_mobile, vgg16_gap) with timm's registry, so
-# `timm.create_model("nasnet_mobile")` works once `repro` is imported.
-from repro import models as _models  # noqa: E402, F401
+# The study's models that timm lacks (nasnet_mobile, vgg16_gap) are registered with timm when
+# `repro.models` is imported, which every training entry point does. Importing them here would make
+# `import repro` load torch, and the statistics (`python -m repro.paper`) need none of it.

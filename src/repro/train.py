@@ -22,13 +22,14 @@ from typing import Any
 
 import hydra
 import mlflow
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from repro import loop, tracking
 from repro.config import CONF_DIR, register_configs
-from repro.data import build_data
+from repro.data import DataBundle, build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
 from repro.environments import resolve_device
 from repro.errors import exit_on_user_error
@@ -94,9 +95,16 @@ def run(cfg: DictConfig, context: JobContext) -> float:
             return _measured_training(cfg, context, model, data, device.torch_device, monitor)
 
 
-def _measured_training(cfg, context, model, data, device, monitor: EnergyMonitor) -> float:  # noqa: ANN001
+def _measured_training(
+    cfg: DictConfig,
+    context: JobContext,
+    model: torch.nn.Module,
+    data: DataBundle,
+    device: torch.device,
+    monitor: EnergyMonitor,
+) -> float:
     """Train inside the meters; whatever happens, stop them and keep what they measured."""
-    idle_power_w = monitor.measure_baseline(cfg.energy.baseline_s)
+    monitor.measure_baseline(cfg.energy.baseline_s)  # run_metrics then adds idle_power_w and energy_net_j
     monitor.start()
     if monitor.estimated:
         print(
@@ -128,8 +136,6 @@ def _measured_training(cfg, context, model, data, device, monitor: EnergyMonitor
             "trained_epochs": len(recorder.history),
             **monitor.run_metrics(total, recorder.images_seen, duration_s),
         }
-        if idle_power_w is not None:
-            metrics["idle_power_w"] = idle_power_w
         if result is not None:
             metrics.update(result.metrics)
         tracking.log_metrics(metrics)
