@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.support import REPO_ROOT, cli
+from tests.support import REPO_ROOT, run_cli
 
 from repro.train import main
 
@@ -101,13 +100,6 @@ def test_sweep_value_without_multirun_flag(monkeypatch, capsys, smoke_overrides)
 
 
 def test_real_command_line_exit_code(smoke_overrides, cli_env):
-    result = subprocess.run(
-        cli(*smoke_overrides, "training.batch_size=0"),
-        cwd=REPO_ROOT,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    result = run_cli(*smoke_overrides, "training.batch_size=0", env=cli_env)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip() == "error: training.batch_size=0 must be greater than 0"

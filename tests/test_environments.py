@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import DictConfig
-from tests.support import REPO_ROOT, cli
+from tests.support import run_cli
 
 from repro import environments
 from repro.config import CONF_DIR
@@ -128,14 +127,7 @@ def test_device_match_is_whole_words_ignoring_case(
 def test_the_command_line_refuses_a_gpu_this_machine_lacks(
     smoke_overrides: list[str], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    result = subprocess.run(
-        cli(*smoke_overrides, "gpu=t4", f"hydra.run.dir={tmp_path / 'run'}"),
-        cwd=REPO_ROOT,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli(*smoke_overrides, "gpu=t4", f"hydra.run.dir={tmp_path / 'run'}", env=cli_env)
     assert result.returncode == 2, result.stderr[-3000:]
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("error: gpu=t4 asks for an NVIDIA T4 but this machine has ")
@@ -147,14 +139,7 @@ def test_the_command_line_refuses_a_gpu_this_machine_lacks(
 def test_an_unknown_profile_lists_the_known_ones(
     smoke_overrides: list[str], cli_env: dict[str, str], tmp_path: Path
 ) -> None:
-    result = subprocess.run(
-        cli(*smoke_overrides, "gpu=a200", f"hydra.run.dir={tmp_path / 'run'}"),
-        cwd=REPO_ROOT,
-        env=cli_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_cli(*smoke_overrides, "gpu=a200", f"hydra.run.dir={tmp_path / 'run'}", env=cli_env)
     assert result.returncode == 2, result.stderr[-3000:]
     assert (
         result.stderr.strip() == f"error: unknown option gpu=a200; known gpu options: {', '.join(PROFILES)}"

@@ -27,7 +27,9 @@ def test_paper_experiment_expands_to_the_study_campaign():
     jobs = _jobs("experiment=paper", "gpu=cpu")
     assert len(jobs) == 5 * 30
     models = {override for job in jobs for override in job if override.startswith("model=")}
-    assert models == {f"model={m}" for m in ("mobilenet_v2", "nasnet_mobile", "xception", "resnet50", "vgg16")}
+    assert models == {
+        f"model={m}" for m in ("mobilenet_v2", "nasnet_mobile", "xception", "resnet50", "vgg16")
+    }
 
 
 def test_command_line_overrides_the_experiment_sweep():
