@@ -85,7 +85,7 @@ def run(cfg: DictConfig, context: JobContext) -> float:
 
     with measurement_lock(cfg.energy.lock):
         if not context.job_num:
-            warmup(cfg.energy.warmup_s)  # once, before the first job of a campaign
+            warmup(cfg.energy.warmup_s, device.torch_device)  # once per campaign, heating the training device
         else:
             cooldown(cfg.energy.cooldown_s)  # between jobs, so heat from the last one does not carry over
         with tracking.training_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, parent_run_id, tags):
