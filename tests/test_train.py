@@ -143,7 +143,8 @@ def test_sigterm_ends_the_run_as_killed_with_its_energy(smoke_overrides, trackin
     finally:
         process.kill()
     recorded = _only_run(tracking_uri)
-    assert recorded.info.status == "KILLED"
+    stderr = process.stderr.read().decode(errors="replace")[-3000:]
+    assert recorded.info.status == "KILLED", (recorded.data.tags.get("repro.end_reason"), stderr)
     assert recorded.data.tags["repro.end_reason"] == "terminated (SIGTERM)"
     assert recorded.data.metrics["energy_total_j"] > 0
     assert process.returncode != 0

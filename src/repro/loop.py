@@ -55,6 +55,25 @@ EpochScope = Callable[[int], AbstractContextManager]
 EpochCallback = Callable[[EpochRecord], None]
 
 
+def _no_scope(_epoch: int) -> AbstractContextManager:
+    return nullcontext()
+
+
+@dataclass
+class LoopHooks:
+    """How the caller follows and steers a training run."""
+
+    epoch_scope: EpochScope = _no_scope  # e.g. one energy window per epoch
+    on_epoch_end: EpochCallback | None = None  # e.g. per-epoch MLflow metrics
+    # Checked between batches. A stop (SIGTERM) is honoured there rather than wherever the signal
+    # lands, so it never interrupts a meter reading or a database write halfway.
+    should_stop: Callable[[], bool] = lambda: False
+
+
+class TrainingStopped(BaseException):
+    """Training stopped between two batches because the caller asked it to (`LoopHooks.should_stop`)."""
+
+
 class _EarlyStopping:
     """Keras-style early stopping on a metric that should grow (validation accuracy)."""
 
@@ -81,19 +100,25 @@ def _targets_for_loss(targets: torch.Tensor, binary: bool) -> torch.Tensor:
     return targets.float().unsqueeze(1) if binary else targets
 
 
-def _batches(loader: torch.utils.data.DataLoader, max_steps: int | None) -> Iterator:
+def _batches(
+    loader: torch.utils.data.DataLoader, max_steps: int | None, should_stop: Callable[[], bool]
+) -> Iterator:
     for step, batch in enumerate(loader):
         if max_steps is not None and step >= max_steps:
             return
+        if should_stop():
+            raise TrainingStopped()
         yield batch
 
 
-def evaluate(model: nn.Module, data: DataBundle, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, data: DataBundle, device: torch.device, should_stop: Callable[[], bool] = lambda: False
+) -> dict[str, float]:
     """Validation metrics of the model as it is now."""
     model.eval()
     all_logits, all_targets = [], []
     with torch.no_grad():
-        for images, targets in data.val_loader:
+        for images, targets in _batches(data.val_loader, None, should_stop):
             all_logits.append(model(images.to(device, non_blocking=True)).float().cpu())
             all_targets.append(targets)
     logits = torch.cat(all_logits)
@@ -108,6 +133,7 @@ def _train_one_epoch(
     device: torch.device,
     max_steps: int | None,
     description: str,
+    should_stop: Callable[[], bool],
 ) -> tuple[float, int]:
     """One pass over the training set; returns the mean loss and the images processed."""
     model.train()
@@ -118,9 +144,8 @@ def _train_one_epoch(
     images = 0
     steps = len(data.train_loader) if max_steps is None else min(max_steps, len(data.train_loader))
     # disable=None: the bar shows on a terminal and stays quiet in logs and CI.
-    progress = tqdm(
-        _batches(data.train_loader, max_steps), total=steps, desc=description, leave=False, disable=None
-    )
+    batches = _batches(data.train_loader, max_steps, should_stop)
+    progress = tqdm(batches, total=steps, desc=description, leave=False, disable=None)
     for step, (batch_images, targets) in enumerate(progress):
         batch_images = batch_images.to(device, non_blocking=True)
         targets = _targets_for_loss(targets.to(device, non_blocking=True), data.binary)
@@ -140,18 +165,20 @@ def train(
     data: DataBundle,
     cfg: TrainingConfig,
     device: torch.device,
-    epoch_scope: EpochScope | None = None,
-    on_epoch_end: EpochCallback | None = None,
+    hooks: LoopHooks | None = None,
 ) -> LoopResult:
     """Train with the study's protocol and return the final validation metrics.
 
     Phase 1 trains only the new head with Adam; phase 2 unfreezes the whole network and trains with
     SGD and momentum, stopping early when validation accuracy stops improving and cutting the
-    learning rate on plateaus. Each epoch (training and validation) runs inside `epoch_scope`, so
-    an energy window covers exactly one epoch.
+    learning rate on plateaus. Each epoch (training and validation) runs inside
+    `hooks.epoch_scope`, so an energy window covers exactly one epoch.
+
+    Raises:
+        TrainingStopped: `hooks.should_stop` said so between two batches.
     """
     model.to(device)
-    scope = epoch_scope or (lambda _epoch: nullcontext())
+    hooks = hooks or LoopHooks()
     result = LoopResult(metrics={})
     epoch = 0
 
@@ -159,7 +186,7 @@ def train(
     head_params = [p for p in model.parameters() if p.requires_grad]
     head_optimizer = torch.optim.Adam(head_params, lr=cfg.head_lr)
     for _ in range(cfg.head_epochs):
-        _run_epoch(model, data, cfg, device, head_optimizer, "head", epoch, scope, on_epoch_end, result)
+        _run_epoch(model, data, cfg, device, head_optimizer, "head", epoch, hooks, result)
         epoch += 1
 
     set_base_trainable(model, True)
@@ -169,9 +196,7 @@ def train(
     )
     stopper = _EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta)
     for _ in range(cfg.finetune_epochs):
-        record = _run_epoch(
-            model, data, cfg, device, optimizer, "finetune", epoch, scope, on_epoch_end, result
-        )
+        record = _run_epoch(model, data, cfg, device, optimizer, "finetune", epoch, hooks, result)
         epoch += 1
         plateau.step(record.val_accuracy)
         if stopper.should_stop(record.val_accuracy):
@@ -189,18 +214,23 @@ def _run_epoch(
     optimizer: torch.optim.Optimizer,
     phase: str,
     epoch: int,
-    scope: EpochScope,
-    on_epoch_end: EpochCallback | None,
+    hooks: LoopHooks,
     result: LoopResult,
 ) -> EpochRecord:
-    with scope(epoch):
+    with hooks.epoch_scope(epoch):
         started = time.perf_counter()
         loss, images = _train_one_epoch(
-            model, data, optimizer, device, cfg.max_steps_per_epoch, f"epoch {epoch + 1} ({phase})"
+            model,
+            data,
+            optimizer,
+            device,
+            cfg.max_steps_per_epoch,
+            f"epoch {epoch + 1} ({phase})",
+            hooks.should_stop,
         )
         # The whole validation set every epoch: early stopping needs it, and the last epoch's
         # figures are the run's final metrics, so no evaluation happens outside an energy window.
-        val = evaluate(model, data, device)
+        val = evaluate(model, data, device, hooks.should_stop)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # so the epoch's time and energy include its queued kernels
         record = EpochRecord(
@@ -216,8 +246,8 @@ def _run_epoch(
     result.history.append(record)
     result.metrics = val
     result.images_seen += images
-    if on_epoch_end is not None:
-        on_epoch_end(record)
+    if hooks.on_epoch_end is not None:
+        hooks.on_epoch_end(record)
     return record
 
 

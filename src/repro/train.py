@@ -49,10 +49,6 @@ class JobContext:
     sweep_dir: Path | None = None
 
 
-class JobTerminated(BaseException):
-    """SIGTERM arrived (SLURM's time limit, `kill`); handled like Ctrl-C so the energy is kept."""
-
-
 def run(cfg: DictConfig, context: JobContext) -> float:
     """Train one model, measure its energy and record everything in one MLflow run.
 
@@ -116,12 +112,13 @@ def _measured_training(
     status, reason, result = "FINISHED", "completed", None
     started = time.perf_counter()
     try:
-        with _sigterm_raises():
-            result = loop.train(model, data, cfg.training, device, recorder.scope, recorder.on_epoch_end)
+        with _sigterm_requests_stop() as stop_requested:
+            hooks = loop.LoopHooks(recorder.scope, recorder.on_epoch_end, stop_requested.is_set)
+            result = loop.train(model, data, cfg.training, device, hooks)
     except KeyboardInterrupt:
         status, reason = "KILLED", "interrupted by the user (SIGINT)"
         raise
-    except JobTerminated:
+    except loop.TrainingStopped:
         status, reason = "KILLED", "terminated (SIGTERM)"
         raise
     except BaseException as error:
@@ -129,23 +126,38 @@ def _measured_training(
         raise
     finally:
         duration_s = time.perf_counter() - started
-        total = monitor.stop()
-        metrics: dict[str, float] = {
-            "duration_s": duration_s,
-            "images_seen": recorder.images_seen,
-            "trained_epochs": len(recorder.history),
-            **monitor.run_metrics(total, recorder.images_seen, duration_s),
-        }
-        if result is not None:
-            metrics.update(result.metrics)
-        tracking.log_metrics(metrics)
-        mlflow.set_tags({**monitor.provenance_tags(), "repro.end_reason": reason[:4000]})
-        recorder.write_history(context.output_dir / "history.csv")
-        for path in [context.output_dir / "history.csv", *monitor.artifact_paths()]:
-            if path.exists():
-                mlflow.log_artifact(str(path))
-        mlflow.end_run(status=status)
+        try:
+            _record_outcome(monitor, recorder, result, reason, duration_s, context.output_dir)
+        finally:
+            mlflow.end_run(status=status)  # the run's true status, even if recording failed
     return result.metrics["f1"]
+
+
+def _record_outcome(
+    monitor: EnergyMonitor,
+    recorder: _EpochRecorder,
+    result: loop.LoopResult | None,
+    reason: str,
+    duration_s: float,
+    output_dir: Path,
+) -> None:
+    """Stop the meters and log what the run measured, whether it finished or not."""
+    mlflow.set_tag("repro.end_reason", reason[:4000])
+    total = monitor.stop()
+    metrics: dict[str, float] = {
+        "duration_s": duration_s,
+        "images_seen": recorder.images_seen,
+        "trained_epochs": len(recorder.history),
+        **monitor.run_metrics(total, recorder.images_seen, duration_s),
+    }
+    if result is not None:
+        metrics.update(result.metrics)
+    tracking.log_metrics(metrics)
+    mlflow.set_tags(monitor.provenance_tags())
+    recorder.write_history(output_dir / "history.csv")
+    for path in [output_dir / "history.csv", *monitor.artifact_paths()]:
+        if path.exists():
+            mlflow.log_artifact(str(path))
 
 
 class _EpochRecorder:
@@ -188,18 +200,19 @@ class _EpochRecorder:
 
 
 @contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception for the duration, so `finally` blocks stop the meters."""
+def _sigterm_requests_stop() -> Iterator[threading.Event]:
+    """For the duration, SIGTERM (SLURM's time limit, `kill`) only sets the event it yields.
+
+    The training loop checks it between batches and stops there, so the signal never lands in the
+    middle of a meter reading or an MLflow write, and the run ends KILLED with its energy.
+    """
+    stop_requested = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop_requested  # signal handlers can only be set from the main thread
         return
-
-    def _handler(signum: int, frame: object) -> None:
-        raise JobTerminated()
-
-    previous = signal.signal(signal.SIGTERM, _handler)
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.set())
     try:
-        yield
+        yield stop_requested
     finally:
         signal.signal(signal.SIGTERM, previous)
 
