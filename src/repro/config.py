@@ -26,6 +26,11 @@ class ModelConfig:
     pretrained: bool = False  # download ImageNet weights from timm's hub (needs network)
     weights_file: str | None = None  # local checkpoint loaded through timm instead of the hub
     drop_rate: float = 0.0
+    head: str = "linear"  # linear: GAP + one linear layer; study: the study's head (study_head_hidden)
+    study_head_hidden: list[int] | None = None  # widths of the study head's ReLU layers; None: no study head
+    # How pixels in 0..1 reach the model, named after Keras' preprocess_input modes: torch (ImageNet mean
+    # and std), tf ([-1, 1]) or caffe (BGR, ImageNet means subtracted on 0..255).
+    preprocessing: str = "torch"
 
 
 @dataclass
@@ -59,6 +64,9 @@ class TrainingConfig:
     plateau_patience: int = 10  # epochs before the learning rate drops
     plateau_factor: float = 0.1
     max_steps_per_epoch: int | None = None  # cap for benchmarks; None trains on every batch
+    freeze_bn: bool = False  # the base's BatchNorm stays in inference mode in both phases (the study)
+    drop_last: bool = False  # drop the last partial batch of training and validation (the study)
+    threads: int | None = None  # intra-op threads; None: the cores this job may use
 
 
 @dataclass

@@ -8,6 +8,7 @@ checks a sweep needs before any job starts; `build_data` builds one job's loader
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import shutil
@@ -35,6 +36,10 @@ _TASKS = ("binary", "multiclass")
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Keras' caffe mode subtracts these from 0..255 pixels in BGR order (B, G, R).
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+#: `model.preprocessing` options, named after the modes of Keras' `preprocess_input`.
+PREPROCESSING = ("torch", "tf", "caffe")
 # What PIL raises for a file it cannot read: unknown format, truncated file, broken chunk or header.
 _UNREADABLE = (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError)
 
@@ -76,7 +81,13 @@ def validate_dataset(cfg: DatasetConfig) -> None:
         _check_split(_synthetic_targets(cfg), _synthetic_class_names(cfg), cfg.val_fraction)
 
 
-def build_data(cfg: DatasetConfig, batch_size: int, seed: int) -> DataBundle:
+def build_data(
+    cfg: DatasetConfig,
+    batch_size: int,
+    seed: int,
+    preprocessing: str = "torch",
+    drop_last: bool = False,
+) -> DataBundle:
     """Build the seeded, stratified train/validation loaders of one job.
 
     `digits` is written once as PNG files under `cfg.cache_dir` and then read like `imagefolder`.
@@ -86,11 +97,15 @@ def build_data(cfg: DatasetConfig, batch_size: int, seed: int) -> DataBundle:
         cfg: the `dataset` config group.
         batch_size: images per batch, for both loaders.
         seed: fixes the split, the shuffling and the synthetic images.
+        preprocessing: how pixels reach the model (`model.preprocessing`, see `preprocess`).
+        drop_last: drop the last partial batch of both loaders, as the study's step counts did.
 
     Raises:
-        UserError: for a bad config value or an unusable image folder.
+        UserError: for a bad config value, an unusable image folder, or a side smaller than one batch
+            when `drop_last` is set.
     """
     _check_options(cfg)
+    check_preprocessing(preprocessing)
     if batch_size <= 0:
         raise UserError(
             f"training.batch_size={batch_size} must be positive: set training.batch_size=32 or similar"
@@ -106,7 +121,13 @@ def build_data(cfg: DatasetConfig, batch_size: int, seed: int) -> DataBundle:
     train_idx, val_idx = train_test_split(
         np.arange(len(targets)), test_size=cfg.val_fraction, stratify=targets, random_state=seed, shuffle=True
     )
-    train_tf, val_tf = _transforms(cfg.image_size, augment=cfg.augment)
+    for side, n in (("training", len(train_idx)), ("validation", len(val_idx))):
+        if drop_last and n < batch_size:
+            raise UserError(
+                f"training.drop_last=true leaves no {side} batch: {n} {side} image(s) for "
+                f"training.batch_size={batch_size}; lower the batch size or set training.drop_last=false"
+            )
+    train_tf, val_tf = _transforms(cfg.image_size, cfg.augment, preprocessing)
     if cfg.name == "synthetic":
         means = _synthetic_class_means(len(class_names), seed)
         train_set: Dataset = _SyntheticImages(train_idx, targets, means, cfg.image_size, seed, train_tf)
@@ -115,8 +136,8 @@ def build_data(cfg: DatasetConfig, batch_size: int, seed: int) -> DataBundle:
         train_set = _FileImages([samples[i] for i in train_idx], train_tf)
         val_set = _FileImages([samples[i] for i in val_idx], val_tf)
     return DataBundle(
-        train_loader=_loader(train_set, batch_size, cfg.num_workers, shuffle=True, seed=seed),
-        val_loader=_loader(val_set, batch_size, cfg.num_workers, shuffle=False, seed=seed),
+        train_loader=_loader(train_set, batch_size, cfg.num_workers, True, seed, drop_last),
+        val_loader=_loader(val_set, batch_size, cfg.num_workers, False, seed, drop_last),
         num_classes=len(class_names),
         class_names=class_names,
         n_train=len(train_idx),
@@ -340,10 +361,41 @@ class _SyntheticImages(Dataset):
 # --- transforms and loaders -----------------------------------------------------------------------
 
 
-def _transforms(image_size: int, augment: bool) -> tuple[transforms.Compose, transforms.Compose]:
+def check_preprocessing(preprocessing: str) -> None:
+    """Raises: UserError for an unknown `model.preprocessing`."""
+    if preprocessing not in PREPROCESSING:
+        raise UserError(
+            f"unknown model.preprocessing={preprocessing!r}: choose one of {', '.join(PREPROCESSING)}"
+        )
+
+
+def preprocess(images: torch.Tensor, preprocessing: str) -> torch.Tensor:
+    """Map RGB pixels in 0..1 (channels at dim -3, one image or a batch) to the model's input.
+
+    As Keras' `preprocess_input` modes: `torch` subtracts ImageNet's mean and divides by its standard
+    deviation; `tf` scales to [-1, 1] (x / 127.5 - 1 on 0..255); `caffe` reorders the channels to BGR
+    and subtracts ImageNet's BGR means (103.939, 116.779, 123.68) from the 0..255 values.
+    """
+    shape = (3, 1, 1)
+    if preprocessing == "torch":
+        mean = torch.tensor(_IMAGENET_MEAN, dtype=images.dtype).view(shape)
+        return (images - mean) / torch.tensor(_IMAGENET_STD, dtype=images.dtype).view(shape)
+    if preprocessing == "tf":
+        return images * 2.0 - 1.0
+    if preprocessing == "caffe":
+        bgr = images.flip(-3) * 255.0
+        return bgr - torch.tensor(_CAFFE_BGR_MEAN, dtype=images.dtype).view(shape)
+    check_preprocessing(preprocessing)
+    raise AssertionError(preprocessing)  # unreachable: check_preprocessing raised
+
+
+def _transforms(
+    image_size: int, augment: bool, preprocessing: str
+) -> tuple[transforms.Compose, transforms.Compose]:
     """Training and validation transforms; the study's augmentation goes on training only."""
     resize = transforms.Resize((image_size, image_size))
-    to_tensor = [transforms.ToTensor(), transforms.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)]
+    scale = transforms.Lambda(functools.partial(preprocess, preprocessing=preprocessing))
+    to_tensor = [transforms.ToTensor(), scale]
     augmentation = [
         transforms.RandomHorizontalFlip(),
         transforms.ColorJitter(brightness=0.2, contrast=(0.5, 2.0), saturation=(0.75, 1.25), hue=0.1),
@@ -352,14 +404,16 @@ def _transforms(image_size: int, augment: bool) -> tuple[transforms.Compose, tra
     return train, transforms.Compose([resize, *to_tensor])
 
 
-def _loader(dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int) -> DataLoader:
+def _loader(
+    dataset: Dataset, batch_size: int, num_workers: int, shuffle: bool, seed: int, drop_last: bool
+) -> DataLoader:
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
-        drop_last=False,
+        drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
     )

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from repro.config import TrainingConfig
 from repro.data import DataBundle
 from repro.metrics import classification_metrics, scores_from_logits
-from repro.models import set_base_trainable
+from repro.models import freeze_base_batchnorm, set_base_trainable
 
 
 @dataclass
@@ -134,9 +134,12 @@ def _train_one_epoch(
     max_steps: int | None,
     description: str,
     should_stop: Callable[[], bool],
+    freeze_bn: bool = False,
 ) -> tuple[float, int]:
     """One pass over the training set; returns the mean loss and the images processed."""
     model.train()
+    if freeze_bn:
+        freeze_base_batchnorm(model)
     loss_fn = _loss_function(data.binary)
     # The loss stays on the device: reading it every step (`.item()`) would make the CPU wait for
     # the GPU each batch and slow small models down.
@@ -171,7 +174,8 @@ def train(
 
     Phase 1 trains only the new head with Adam; phase 2 unfreezes the whole network and trains with
     SGD and momentum, stopping early when validation accuracy stops improving and cutting the
-    learning rate on plateaus. Each epoch (training and validation) runs inside
+    learning rate on plateaus. With `cfg.freeze_bn` the base's BatchNorm stays in inference mode in
+    both phases, as in the study. Each epoch (training and validation) runs inside
     `hooks.epoch_scope`, so an energy window covers exactly one epoch.
 
     Raises:
@@ -227,6 +231,7 @@ def _run_epoch(
             cfg.max_steps_per_epoch,
             f"epoch {epoch + 1} ({phase})",
             hooks.should_stop,
+            cfg.freeze_bn,
         )
         # The whole validation set every epoch: early stopping needs it, and the last epoch's
         # figures are the run's final metrics, so no evaluation happens outside an energy window.

@@ -1,7 +1,8 @@
-"""The model factory: timm's `create_model` plus the study's two extra architectures and its checks.
+"""The model factory: timm's `create_model` plus the study's extra architectures, its heads and its checks.
 
-Importing this module registers `nasnet_mobile` (NASNet-A Mobile) and `vgg16_gap` (VGG16 without its fully
-connected block) with timm, so `timm.create_model` finds them too.
+Importing this module registers `nasnet_mobile` (NASNet-A Mobile), `vgg16_gap` (VGG16 without its fully
+connected block) and `resnet50_v1` (Keras' ResNet50: stride in the 1x1 convolution) with timm, so
+`timm.create_model` finds them too.
 """
 
 from __future__ import annotations
@@ -18,16 +19,28 @@ import timm
 import torch
 from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.resnet import Bottleneck, ResNet
 from timm.models.vgg import VGG
 from timm.models.vgg import cfgs as _vgg_cfgs
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from repro import nasnet as _nasnet  # noqa: F401  (registers nasnet_mobile with timm)
-from repro.config import ModelConfig
+from repro.config import CONF_DIR, ModelConfig
 from repro.errors import UserError
 
-__all__ = ["ModelComplexity", "check_input_size", "create_model", "measure_complexity", "set_base_trainable"]
+__all__ = [
+    "ModelComplexity",
+    "check_head",
+    "check_input_size",
+    "create_model",
+    "freeze_base_batchnorm",
+    "measure_complexity",
+    "set_base_trainable",
+]
+
+#: `model.head` options: timm's GAP + one linear layer, or the study's dense head for the architecture.
+HEADS = ("linear", "study")
 
 
 @dataclass(frozen=True)
@@ -39,23 +52,59 @@ class ModelComplexity:
 
 
 def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """Create `cfg.name` from timm's registry with a new head: global average pooling, then one linear layer.
+    """Create `cfg.name` from timm's registry with a new head after global average pooling.
+
+    `cfg.head="linear"` is one linear layer; `cfg.head="study"` is the study's dense head for the
+    architecture (`cfg.study_head_hidden`: ReLU layers of those widths, then the output layer).
 
     Args:
-        cfg: The model config: any timm name, and where its weights come from.
+        cfg: The model config: any timm name, its head, and where its weights come from.
         num_classes: Outputs of the head; binary tasks use 1 (one logit).
 
     Raises:
-        UserError: The name is unknown, the weights file is missing or does not fit, or hub weights are
-            unavailable (no network, or none published).
+        UserError: The name or head is unknown, the weights file is missing or does not fit, or hub weights
+            are unavailable (no network, or none published).
     """
     _check_name(cfg.name)
+    check_head(cfg)
     kwargs: dict[str, Any] = dict(num_classes=num_classes, global_pool="avg", drop_rate=cfg.drop_rate)
     if cfg.weights_file is not None:
-        return _create_from_file(cfg.name, cfg.weights_file, kwargs)
-    if cfg.pretrained:
-        return _create_from_hub(cfg.name, kwargs)
-    return timm.create_model(cfg.name, pretrained=False, **kwargs)
+        model = _create_from_file(cfg.name, cfg.weights_file, kwargs)
+    elif cfg.pretrained:
+        model = _create_from_hub(cfg.name, kwargs)
+    else:
+        model = timm.create_model(cfg.name, pretrained=False, **kwargs)
+    if cfg.head == "study":
+        hidden = list(cfg.study_head_hidden or [])
+        _set_classifier(model, _study_head(model.num_features, hidden, num_classes))
+    return model
+
+
+def check_head(cfg: ModelConfig) -> None:
+    """Fail on an unknown `model.head`, or on `study` for a model whose config names no study head.
+
+    Raises:
+        UserError: naming the models that have a study head.
+    """
+    if cfg.head not in HEADS:
+        raise UserError(f"unknown model.head={cfg.head!r}: choose one of {', '.join(HEADS)}")
+    if cfg.head == "study" and cfg.study_head_hidden is None:
+        raise UserError(
+            f"model.head=study: model {cfg.name!r} has no study head; "
+            f"these models have one: {', '.join(_models_with_study_head())}"
+        )
+
+
+def freeze_base_batchnorm(model: nn.Module) -> None:
+    """Put every BatchNorm layer outside the classifier in inference mode (the study's `training=False`).
+
+    Its running statistics then stay as they are and normalise with them; its scale and shift still
+    train wherever their parameters require gradients. Call it after every `model.train()`.
+    """
+    head = {id(module) for module in model.get_classifier().modules()}
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in head:
+            module.eval()
 
 
 def set_base_trainable(model: nn.Module, trainable: bool) -> None:
@@ -178,6 +227,86 @@ def vgg16_gap(pretrained: bool = False, **kwargs: Any) -> VGG:
         pretrained_filter_fn=_vgg_gap_filter_fn,
         pretrained_strict=False,
         **kwargs,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# The study's heads (Keras Dense layers after GlobalAveragePooling2D) and ResNet50 v1.
+
+
+def _study_head(in_features: int, hidden: list[int], num_classes: int) -> nn.Sequential:
+    """Dense(h, relu) for each h in `hidden`, then Dense(num_classes); Keras' initialisation."""
+    layers: list[nn.Module] = []
+    for width in [*hidden, num_classes]:
+        linear = nn.Linear(in_features, width)
+        nn.init.xavier_uniform_(linear.weight)  # Keras' glorot_uniform kernel, zero bias
+        nn.init.zeros_(linear.bias)
+        layers += [linear, nn.ReLU(inplace=True)]
+        in_features = width
+    return nn.Sequential(*layers[:-1])  # no activation after the output: the loss takes logits
+
+
+def _set_classifier(model: nn.Module, head: nn.Module) -> None:
+    """Replace the module that timm's `pretrained_cfg["classifier"]` names (`fc`, `head.fc`, ...)."""
+    *parents, name = model.pretrained_cfg["classifier"].split(".")
+    owner = model
+    for parent in parents:
+        owner = getattr(owner, parent)
+    setattr(owner, name, head)
+    assert model.get_classifier() is head, f"{type(model).__name__}: the classifier was not replaced"
+
+
+def _models_with_study_head() -> list[str]:
+    """The `model=` options whose YAML file names a study head."""
+    from omegaconf import OmegaConf
+
+    options = []
+    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
+        if OmegaConf.load(path).get("study_head_hidden") is not None:
+            options.append(path.stem)
+    return options
+
+
+class _BottleneckV1(Bottleneck):
+    """ResNet v1's bottleneck (Keras, Caffe): the stride sits in the first 1x1 convolution, not the 3x3.
+
+    The shapes of every tensor and weight are those of timm's v1.5 block, so v1.5 checkpoints load.
+    """
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, *args: Any, **kwargs: Any) -> None:
+        super().__init__(inplanes, planes, stride, *args, **kwargs)
+        self.conv1.stride = (stride, stride)
+        self.conv2.stride = (1, 1)
+
+
+default_cfgs |= generate_default_cfgs(
+    {
+        "resnet50_v1.tv_in1k": dict(
+            hf_hub_id="timm/resnet50.tv_in1k",
+            input_size=(3, 224, 224),
+            pool_size=(7, 7),
+            crop_pct=0.875,
+            interpolation="bilinear",
+            mean=(0.485, 0.456, 0.406),
+            std=(0.229, 0.224, 0.225),
+            num_classes=1000,
+            first_conv="conv1",
+            classifier="fc",
+            license="bsd-3-clause",
+        ),
+    }
+)
+
+
+@register_model
+def resnet50_v1(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet50 v1, as Keras' `ResNet50`: about 5% fewer FLOPs than timm's v1.5 `resnet50`.
+
+    Pretrained weights are torchvision's v1.5 ImageNet weights (`resnet50.tv_in1k`): no v1 weights are
+    published for PyTorch, and Keras' cannot be loaded.
+    """
+    return build_model_with_cfg(
+        ResNet, "resnet50_v1", pretrained, block=_BottleneckV1, layers=(3, 4, 6, 3), **kwargs
     )
 
 

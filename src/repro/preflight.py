@@ -113,12 +113,19 @@ def validate_job(
         return True
 
     _check_training_numbers(cfg)
+    model = cfg.model
+    if once(f"head:{model.name}:{model.head}:{model.study_head_hidden}:{model.preprocessing}"):
+        _check_head_and_preprocessing(cfg)
     if once(f"dataset:{OmegaConf.to_yaml(cfg.dataset)}"):
         from repro.data import validate_dataset
 
         validate_dataset(cfg.dataset)
     if check_model and once(f"model:{OmegaConf.to_yaml(cfg.model)}:{cfg.dataset.image_size}"):
         _check_model(cfg)
+    if check_hardware:
+        from repro.threads import resolve_threads
+
+        resolve_threads(cfg.training.threads)  # the cores of the node that trains
     if check_hardware and once(f"gpu:{cfg.gpu.name}"):
         from repro.environments import resolve_device
 
@@ -167,6 +174,18 @@ def _check_training_numbers(cfg: DictConfig) -> None:
         )
     if not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise UserError(f"seed={cfg.seed} must be a non-negative integer")
+    if training.threads is not None and training.threads <= 0:
+        raise UserError(f"training.threads={training.threads} must be 1 or more, or unset (all cores)")
+
+
+def _check_head_and_preprocessing(cfg: DictConfig) -> None:
+    """`model.head` and `model.preprocessing` are known, and a study head exists for the model."""
+    from repro.config import ModelConfig
+    from repro.data import check_preprocessing
+    from repro.models import check_head
+
+    check_head(ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
+    check_preprocessing(cfg.model.preprocessing)
 
 
 def _check_model(cfg: DictConfig) -> None:

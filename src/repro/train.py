@@ -35,6 +35,7 @@ from repro.environments import resolve_device
 from repro.errors import exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
 from repro.preflight import preflight, validate_job
+from repro.threads import resolve_threads, use_threads
 
 register_configs()  # the schemas must be in the ConfigStore before Hydra composes anything
 
@@ -56,9 +57,17 @@ def run(cfg: DictConfig, context: JobContext) -> float:
         The validation F1, so that Hydra sweepers that optimise can use it.
     """
     validate_job(cfg, check_hardware=False, check_model=False)  # the model is built and checked below
+    cfg.training.threads = resolve_threads(cfg.training.threads)  # logged with the params
+    use_threads(cfg.training.threads)
     device = resolve_device(cfg.gpu)
     loop.seed_everything(cfg.seed)
-    data = build_data(cfg.dataset, cfg.training.batch_size, cfg.seed)
+    data = build_data(
+        cfg.dataset,
+        cfg.training.batch_size,
+        cfg.seed,
+        preprocessing=cfg.model.preprocessing,
+        drop_last=cfg.training.drop_last,
+    )
     model = create_model(cfg.model, num_classes=1 if data.binary else data.num_classes)
     check_input_size(model, cfg.dataset.image_size, cfg.model.name)
     complexity = measure_complexity(model, cfg.dataset.image_size)
