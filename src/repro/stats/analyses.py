@@ -15,6 +15,7 @@ import pandas as pd
 
 from repro.errors import UserError
 from repro.stats import significance as sig
+from repro.stats.interaction import SubDesign, interaction
 from repro.stats.runs import architecture_order, environment_order
 from repro.stats.tradeoff import improvement_matrix, pareto_front
 
@@ -114,6 +115,8 @@ class StudyResults:
     improvements: tuple[Improvement, ...]
     reductions: pd.DataFrame
     notes: tuple[str, ...] = field(default=())
+    #: T7: the architecture x environment analyses, one per complete sub-design (none: empty).
+    interaction: tuple[SubDesign, ...] = field(default=())
 
 
 def compare(
@@ -356,7 +359,7 @@ def analyse(
         compare(runs, m, "environment", "architecture", arch, environments, min_group_size)
         for m in COMPARED_METRICS
     )
-    log.info("correlations, trade-off and improvements")
+    log.info("correlations, trade-off, improvements and the architecture x environment interaction")
     medians = group_medians(runs, environments, architectures)
     found, matrix = improvements(medians, environments, architectures)
     return StudyResults(
@@ -372,4 +375,5 @@ def analyse(
         improvements=tuple(found),
         reductions=matrix,
         notes=tuple(notes),
+        interaction=interaction(runs, environments, architectures, min_cell=min_group_size),
     )

@@ -1,4 +1,4 @@
-"""Tables T1-T6 of the study, built from the analyses and written as Markdown, LaTeX (booktabs) and CSV.
+"""Tables T1-T7 of the study, built from the analyses and written as Markdown, LaTeX (booktabs) and CSV.
 
 Markdown and LaTeX show rounded, labelled values; the CSV keeps every value (10 significant digits)
 under machine-friendly column names. The same input always gives byte-identical files.
@@ -115,6 +115,9 @@ def _tex_escape(text: str) -> str:
         (">", "$>$"),
         ("δ", "$\\delta$"),
         ("→", "$\\to$"),
+        ("×", "$\\times$"),
+        ("χ²", "$\\chi^2$"),
+        ("η²", "$\\eta^2$"),
     ):
         text = text.replace(char, escaped)
     return text
@@ -435,6 +438,126 @@ def _kind_label(kind: str) -> str:
     return f"within {arch_label(name)}" if name != kind else kind
 
 
+EFFECT_LABELS: dict[str, str] = {
+    "architecture": "Architecture",
+    "environment": "Environment",
+    "architecture:environment": "Architecture × environment",
+}
+
+
+def subdesign_label(archs: tuple[str, ...], envs: tuple[str, ...], all_archs: tuple[str, ...]) -> str:
+    """A short name for a sub-design: "MobileNet V2, NASNet Mobile × Local N, Local ML, Cloud"."""
+    arch_text = f"all {len(archs)} architectures" if archs == all_archs else None
+    arch_text = arch_text or ", ".join(arch_label(a) for a in archs)
+    return f"{arch_text} × {', '.join(envs)}"
+
+
+def interaction_table(results: StudyResults) -> Table:
+    """T7: architecture x environment on J/image per complete sub-design: ANOVA, ART, Scheirer-Ray-Hare."""
+    rows = []
+    notes = [
+        "Complete sub-design: every architecture in it ran in every environment in it, with 3+ runs "
+        "per cell. Two-way analyses of J/image with interaction, Type II sums of squares. "
+        "ANOVA: parametric (statsmodels OLS). ART: aligned rank transform ANOVA (Wobbrock et al. 2011). "
+        "SRH: Scheirer-Ray-Hare, H referred to χ². "
+        "Partial η² = SS_effect / (SS_effect + SS_residual), of the values (ANOVA), the aligned ranks "
+        "(ART) or the ranks (SRH).",
+    ]
+    for number, sub in enumerate(results.interaction, start=1):
+        label = f"S{number}: {subdesign_label(sub.architectures, sub.environments, results.architectures)}"
+        for anova, art, srh in zip(sub.anova, sub.art, sub.srh, strict=True):
+            rows.append(
+                {
+                    "subdesign": label,
+                    "n": sub.n,
+                    "effect": anova.effect,
+                    "df": anova.df,
+                    "df_residual": anova.df_residual,
+                    "anova_f": anova.statistic,
+                    "anova_p": anova.pvalue,
+                    "anova_partial_eta2": anova.partial_eta2,
+                    "art_f": art.statistic,
+                    "art_p": art.pvalue,
+                    "art_partial_eta2": art.partial_eta2,
+                    "srh_h": srh.statistic,
+                    "srh_p": srh.pvalue,
+                    "srh_partial_eta2": srh.partial_eta2,
+                    "shapiro_p": sub.shapiro_p,
+                    "levene_p": sub.levene_p,
+                }
+            )
+        verdict = (
+            "hold"
+            if sub.assumptions_hold
+            else "fail ("
+            + " and ".join(
+                text
+                for text, failed in (
+                    ("residuals not normal", sub.shapiro_p < 0.05),
+                    ("unequal variances", sub.levene_p < 0.05),
+                )
+                if failed
+            )
+            + "), so read ART and SRH"
+        )
+        notes.append(
+            f"S{number}: the parametric ANOVA's assumptions {verdict}: Shapiro-Wilk on its residuals "
+            f"W = {sub.shapiro_w:.3f}, p = {pvalue(sub.shapiro_p)}; Levene (median) across the "
+            f"{len(sub.cell_sizes)} cells p = {pvalue(sub.levene_p)}."
+        )
+    if not rows:
+        rows.append({"subdesign": "none", "effect": ""})
+        notes.append(
+            "No complete sub-design: no two architectures ran in the same two environments with 3+ runs "
+            "each, so no interaction can be tested."
+        )
+    frame = pd.DataFrame(rows, columns=list(_T7_KEYS))
+    return Table(
+        "t7_interaction",
+        "Architecture × environment interaction on energy per image (complete sub-designs)",
+        frame,
+        (
+            Column("subdesign", "Sub-design", "Sub-design"),
+            Column("n", "n", "$n$", _integer),
+            Column("effect", "Effect", "Effect", lambda v: EFFECT_LABELS.get(str(v), _text(v))),
+            Column("df", "df", "df", _integer),
+            Column("df_residual", "df res.", "df res.", _integer),
+            Column("anova_f", "ANOVA F", "ANOVA $F$", fixed(1)),
+            Column("anova_p", "ANOVA p", "ANOVA $p$", pvalue),
+            Column("anova_partial_eta2", "ANOVA η²p", "ANOVA $\\eta^2_p$", fixed(3)),
+            Column("art_f", "ART F", "ART $F$", fixed(1)),
+            Column("art_p", "ART p", "ART $p$", pvalue),
+            Column("art_partial_eta2", "ART η²p", "ART $\\eta^2_p$", fixed(3)),
+            Column("srh_h", "SRH H", "SRH $H$", fixed(2)),
+            Column("srh_p", "SRH p", "SRH $p$", pvalue),
+            Column("srh_partial_eta2", "SRH η²p", "SRH $\\eta^2_p$", fixed(3)),
+            Column("shapiro_p", "Shapiro p (residuals)", "Shapiro $p$ (residuals)", pvalue),
+            Column("levene_p", "Levene p (cells)", "Levene $p$ (cells)", pvalue),
+        ),
+        tuple(notes),
+    )
+
+
+_T7_KEYS = (
+    "subdesign",
+    "n",
+    "effect",
+    "df",
+    "df_residual",
+    "anova_f",
+    "anova_p",
+    "anova_partial_eta2",
+    "art_f",
+    "art_p",
+    "art_partial_eta2",
+    "srh_h",
+    "srh_p",
+    "srh_partial_eta2",
+    "shapiro_p",
+    "levene_p",
+)
+
+
 def excluded_table(table: RunsTable) -> Table:
     """The runs left out before the analyses, each with its reason."""
     return Table(
@@ -451,7 +574,7 @@ def excluded_table(table: RunsTable) -> Table:
 
 
 def study_tables(table: RunsTable, results: StudyResults) -> list[Table]:
-    """Every table, in order: T1a-b, T2, T3a-c, T4a-c, T5, T6 and the excluded runs."""
+    """Every table, in order: T1a-b, T2, T3a-c, T4a-c, T5, T6, T7 and the excluded runs."""
     return [
         *design_tables(table),
         medians_table(results),
@@ -459,5 +582,6 @@ def study_tables(table: RunsTable, results: StudyResults) -> list[Table]:
         *comparison_tables("t4", "RQ2", results.rq2),
         correlations_table(results),
         improvements_table(results),
+        interaction_table(results),
         excluded_table(table),
     ]
