@@ -44,6 +44,7 @@ def test_tables_are_written_and_byte_identical(tmp_path: Path) -> None:
             "t4b_rq2_pairs",
             "t5_correlations",
             "t6_improvements",
+            "t7_interaction",
             "excluded_runs",
         )
         for ext in ("md", "tex", "csv")
@@ -72,7 +73,7 @@ def test_figures_are_byte_identical(tmp_path: Path) -> None:
         for p in run(_config(tmp_path / "b", "figures=true"))
         if p.parent.name == "figures"
     }
-    assert len(first) == 14 and first == second
+    assert len(first) == 16 and first == second
 
 
 def test_bad_parameters_are_user_errors(tmp_path: Path) -> None:

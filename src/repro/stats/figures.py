@@ -32,21 +32,89 @@ def save(figure: plt.Figure, folder: Path, name: str) -> list[Path]:
     return [png, pdf]
 
 
-def median_bars(results: StudyResults, metric: str) -> plt.Figure:
-    """Grouped bars: the median of `metric` per architecture, one bar per environment."""
-    table = (
-        results.medians[metric]
-        .unstack("environment")
-        .reindex(index=list(results.architectures), columns=list(results.environments))
-    )
-    figure, axes = plt.subplots(figsize=(7, 3.6), layout="constrained")
-    width = 0.8 / max(len(table.columns), 1)
-    x = np.arange(len(table.index))
-    for i, env in enumerate(table.columns):
-        axes.bar(x + (i - (len(table.columns) - 1) / 2) * width, table[env].to_numpy(), width, label=env)
-    axes.set_xticks(x, [arch_label(a) for a in table.index])
-    axes.set_ylabel(f"median {METRIC_LABELS.get(metric, metric)}")
-    axes.legend(title="environment", fontsize="small")
+#: A bar whose median is this many times the smallest one dwarfs the rest: the axis turns logarithmic.
+_LOG_RATIO = 10.0
+
+
+def median_bars(runs: pd.DataFrame, results: StudyResults, metric: str) -> plt.Figure:
+    """Grouped bars: the median of `metric` per architecture, one bar per environment.
+
+    Each bar carries its interquartile range (whiskers) and its number of runs; a combination that was
+    never run is marked "not run". The F1 axis starts near the data (said on the axis), and an axis
+    where one bar dwarfs the rest is logarithmic.
+    """
+    archs, envs = list(results.architectures), list(results.environments)
+    grouped = runs.dropna(subset=[metric]).groupby(["architecture", "environment"])[metric]
+    medians, q1, q3, counts = grouped.median(), grouped.quantile(0.25), grouped.quantile(0.75), grouped.size()
+    figure, axes = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    width = 0.8 / max(len(envs), 1)
+    x = np.arange(len(archs))
+    present = medians[medians > 0]
+    log_axis = metric != "f1" and len(present) > 1 and present.max() / present.min() > _LOG_RATIO
+    low = float(q1.min()) if len(q1) else 0.0
+    baseline = max(0.0, np.floor(low * 20) / 20 - 0.05) if metric == "f1" else 0.0
+    for i, env in enumerate(envs):
+        offset = x + (i - (len(envs) - 1) / 2) * width
+        keys = [(a, env) for a in archs]
+        values = np.array([medians.get(k, np.nan) for k in keys])
+        errors = np.array(
+            [
+                [values[j] - q1.get(k, np.nan) for j, k in enumerate(keys)],
+                [q3.get(k, np.nan) - values[j] for j, k in enumerate(keys)],
+            ]
+        )
+        bottom = baseline if metric == "f1" else 0.0
+        axes.bar(
+            offset,
+            values - bottom,
+            width,
+            bottom=bottom,
+            label=env,
+            color=f"C{i}",
+            yerr=errors,
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "ecolor": "0.25"},
+        )
+        for j, key in enumerate(keys):
+            if key not in counts:
+                axes.text(
+                    offset[j],
+                    0.5,
+                    "not run",
+                    transform=axes.get_xaxis_transform(),
+                    rotation=90,
+                    ha="center",
+                    va="center",
+                    fontsize="x-small",
+                    color="0.35",
+                )
+            else:
+                axes.annotate(
+                    f"n={counts[key]}",
+                    (offset[j], q3[key]),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                    rotation=90,
+                    color="0.2",
+                )
+    axes.set_xticks(x, [arch_label(a) for a in archs])
+    label = f"median {METRIC_LABELS.get(metric, metric)}"
+    if log_axis:
+        axes.set_yscale("log")
+        label += " (log scale)"
+    if metric == "f1":
+        top = float(q3.max()) if len(q3) else 1.0
+        axes.set_ylim(baseline, min(1.0, top) + 0.12 * (min(1.0, top) - baseline))
+        label += f" (axis starts at {baseline:.2f})"
+    else:
+        ymin, ymax = axes.get_ylim()
+        axes.set_ylim(ymin, ymax * (4 if log_axis else 1.15))  # room for the n labels
+    axes.set_ylabel(label)
+    axes.set_title("bars: median; whiskers: interquartile range; n: runs", fontsize="small", loc="left")
+    figure.legend(title="environment", fontsize="small", loc="outside right upper")
     axes.grid(axis="y", alpha=0.3)
     return figure
 
@@ -55,7 +123,7 @@ def energy_f1_pareto(runs: pd.DataFrame, results: StudyResults, f1_floor: float)
     """Energy against F1 (runs with F1 >= f1_floor) with the Pareto front: all runs, then per environment."""
     panels = ["all", *results.environments]
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(3.4 * len(panels), 3.4), layout="constrained", squeeze=False
+        1, len(panels), figsize=(3.4 * len(panels), 3.6), layout="constrained", squeeze=False, sharey=True
     )
     usable = runs[runs["f1"] >= f1_floor]
     for ax, panel in zip(axes[0], panels, strict=True):
@@ -83,8 +151,9 @@ def energy_f1_pareto(runs: pd.DataFrame, results: StudyResults, f1_floor: float)
         ax.set_title("all environments" if panel == "all" else panel, fontsize="medium")
         ax.set_xlabel(METRIC_LABELS["energy_j_per_image"])
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("F1")
-    axes[0][0].legend(fontsize="x-small")
+    axes[0][0].set_ylabel(f"F1 (runs with F1 ≥ {f1_floor:g}; shared axis)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, fontsize="small", loc="outside lower center", ncols=len(labels))
     return figure
 
 
@@ -97,7 +166,7 @@ def energy_gflops(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
     axes.set_xscale("log")
     axes.set_xlabel("GFLOPs (log scale)")
     axes.set_ylabel(METRIC_LABELS["energy_j_per_image"])
-    axes.legend(title="environment", fontsize="small")
+    figure.legend(title="environment", fontsize="small", loc="outside right upper")
     axes.grid(alpha=0.3)
     return figure
 
@@ -122,6 +191,32 @@ def energy_boxes(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
     return figure
 
 
+def interaction_lines(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
+    """Median J/image per architecture, one line per environment: non-parallel lines are the interaction.
+
+    An architecture that an environment never ran is left off that environment's line (and said so).
+    """
+    archs, envs = list(results.architectures), list(results.environments)
+    medians = runs.groupby(["architecture", "environment"])["energy_j_per_image"].median()
+    figure, axes = plt.subplots(figsize=(7, 4), layout="constrained")
+    x = np.arange(len(archs))
+    missing = []
+    for i, env in enumerate(envs):
+        values = np.array([medians.get((a, env), np.nan) for a in archs])
+        axes.plot(x, values, marker="o", color=f"C{i}", label=env)
+        missing += [f"{arch_label(a)} on {env}" for a, v in zip(archs, values, strict=True) if np.isnan(v)]
+    axes.set_xticks(x, [arch_label(a) for a in archs])
+    axes.set_ylim(bottom=0)
+    axes.set_ylabel("median Energy (J/image)")
+    title = "Architecture × environment: parallel lines would mean no interaction"
+    if missing:
+        title += f"\nnot run: {', '.join(missing)}"
+    axes.set_title(title, fontsize="small", loc="left")
+    axes.grid(alpha=0.3, which="both")
+    figure.legend(title="environment", fontsize="small", loc="outside right upper")
+    return figure
+
+
 def study_figures(runs: pd.DataFrame, results: StudyResults, folder: Path, f1_floor: float) -> list[Path]:
     """Draw and save every figure of the study; returns the paths written."""
     with plt.rc_context({"svg.hashsalt": "repro", "pdf.compression": 6}):
@@ -132,8 +227,9 @@ def study_figures(runs: pd.DataFrame, results: StudyResults, folder: Path, f1_fl
             ("duration_ms_per_image", "f3_duration_bars"),
             ("f1", "f4_f1_bars"),
         ):
-            paths += save(median_bars(results, metric), folder, name)
+            paths += save(median_bars(runs, results, metric), folder, name)
         paths += save(energy_f1_pareto(runs, results, f1_floor), folder, "f5_energy_f1_pareto")
         paths += save(energy_gflops(runs, results), folder, "f6_energy_gflops")
         paths += save(energy_boxes(runs, results), folder, "f7_energy_boxes")
+        paths += save(interaction_lines(runs, results), folder, "f8_interaction")
     return paths

@@ -225,9 +225,9 @@ def analyse_subdesign(
     runs: pd.DataFrame, architectures: tuple[str, ...], environments: tuple[str, ...], metric: str
 ) -> SubDesign:
     """Run the three analyses and the assumption checks on one complete sub-design."""
-    frame = runs[
-        runs["architecture"].isin(architectures) & runs["environment"].isin(environments)
-    ].dropna(subset=[metric])
+    frame = runs[runs["architecture"].isin(architectures) & runs["environment"].isin(environments)].dropna(
+        subset=[metric]
+    )
     # A fixed row order (sub-design levels, then run id) keeps every number identical run to run.
     frame = frame.assign(
         _a=frame["architecture"].map({a: i for i, a in enumerate(architectures)}),
