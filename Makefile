@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 MLFLOW_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint ui paper-tables mlflow-server
+.PHONY: help install run test test-fast lint ui paper-tables report mlflow-server
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -35,11 +35,15 @@ test-fast: $(STAMP) ## the tests not marked slow or slurm
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests benchmarks
 
-ui: $(STAMP) ## the MLflow UI on the embedded store
+ui: $(STAMP) ## the MLflow UI on the embedded store; prints the URL of the experiment's runs page
+	@$(BIN)/python -m repro.ui_url --uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 
 paper-tables: $(STAMP) ## the study's tables and figures from the published data, into paper/ (deterministic)
 	$(BIN)/python -m repro.paper
+
+report: $(STAMP) ## one self-contained HTML report: python -m repro.report [source=published|mlflow ...] (ARGS=...)
+	$(BIN)/python -m repro.report $(ARGS)
 
 mlflow-server: $(STAMP) ## a shared MLflow server for cluster sweeps: SQLite + artifacts under mlflow-server/ (MLFLOW_HOST, MLFLOW_PORT, MLFLOW_ARGS)
 	MLFLOW_HOST=$(MLFLOW_HOST) MLFLOW_PORT=$(MLFLOW_PORT) MLFLOW=$(BIN)/mlflow scripts/mlflow_server.sh $(MLFLOW_ARGS)

@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 
 #: File in the sweep folder that holds the id of the sweep's parent run.
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+#: MLflow 3's UI reads this experiment tag to choose its view; "custom_model_development" opens the
+#: training-runs table instead of the GenAI overview (the value of the UI's ExperimentKind enum).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: The run page shows this tag as the run's description.
+RUN_NOTE_TAG = "mlflow.note.content"
+#: The per-epoch chart logged with every run.
+EPOCH_FIGURE = "epoch_energy_f1.png"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -68,7 +76,10 @@ def _open_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it if needed."""
     mlflow.set_tracking_uri(uri)
     try:
-        return mlflow.set_experiment(experiment).experiment_id
+        found = mlflow.set_experiment(experiment)
+        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            MlflowClient(uri).set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return found.experiment_id
     except mlflow.exceptions.MlflowException as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"tracking.uri={uri} could not be opened: {first_line}") from None
@@ -160,6 +171,61 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     finite = {key: float(value) for key, value in metrics.items() if value is not None and value == value}
     if finite:
         mlflow.log_metrics(finite, step=step)
+
+
+def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: str) -> None:
+    """Write a short summary as the run's description, so the run page shows the energy at a glance."""
+
+    def number(key: str, unit: str, digits: int = 1) -> str:
+        value = metrics.get(key)
+        return (
+            f"{value:.{digits}f} {unit}".strip() if value is not None and value == value else "not measured"
+        )
+
+    methods = ", ".join(
+        f"{k.removeprefix('energy.method.')}: {v}"
+        for k, v in sorted(tags.items())
+        if k.startswith("energy.method.")
+    )
+    estimated = tags.get("energy_estimated") == "true"
+    lines = [
+        f"**Energy** {number('energy_total_j', 'J')} in total ({number('energy_j_per_image', 'J/image', 4)}; "
+        f"GPU {number('gpu_energy_j_per_image', 'J/image', 4)})"
+        + (" - **partly an estimate**" if estimated else ""),
+        f"**F1** {number('f1', '', 4)} after {number('trained_epochs', 'epochs', 0)}, "
+        f"{number('duration_s', 's')}",
+        f"**How measured** {methods or 'no meter'}",
+        f"**Outcome** {reason}",
+    ]
+    mlflow.set_tag(RUN_NOTE_TAG, "  \n".join(lines))
+
+
+def log_epoch_figure(history: list[Mapping[str, Any]]) -> None:
+    """Log a chart of `epoch_energy_j` and `val_f1` per epoch as an artifact the run page shows."""
+    epochs = [row["epoch"] for row in history if "epoch" in row]
+    if not epochs:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, energy_axes = plt.subplots(figsize=(6, 3.5), layout="constrained")
+    energy = [row.get("epoch_energy_j", float("nan")) for row in history]
+    energy_axes.plot(epochs, energy, marker="o", color="C0", label="epoch_energy_j")
+    energy_axes.set_xlabel("epoch")
+    energy_axes.xaxis.get_major_locator().set_params(integer=True)
+    energy_axes.set_ylabel("energy per epoch (J)", color="C0")
+    f1_axes = energy_axes.twinx()
+    f1_axes.plot(
+        epochs, [row.get("val_f1", float("nan")) for row in history], marker="s", color="C1", label="val_f1"
+    )
+    f1_axes.set_ylabel("validation F1", color="C1")
+    energy_axes.set_title("Energy and validation F1 per epoch", fontsize="medium")
+    energy_axes.grid(alpha=0.3)
+    figure.legend(loc="outside lower center", ncols=2, fontsize="small")
+    mlflow.log_figure(figure, EPOCH_FIGURE)
+    plt.close(figure)
 
 
 def read_parent_run_id(job_output_dir: Path) -> str | None:

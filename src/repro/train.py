@@ -163,7 +163,9 @@ def _record_outcome(
         metrics.update(result.metrics)
     tracking.log_metrics(metrics)
     mlflow.set_tags(monitor.provenance_tags())
+    tracking.describe_run(metrics, monitor.provenance_tags(), reason)
     recorder.write_history(output_dir / "history.csv")
+    tracking.log_epoch_figure(recorder.history)
     for path in [output_dir / "history.csv", *monitor.artifact_paths()]:
         if path.exists():
             mlflow.log_artifact(str(path))

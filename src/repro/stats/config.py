@@ -39,6 +39,15 @@ class PaperConfig:
     figures: bool = True
 
 
+@dataclass
+class ReportConfig(PaperConfig):
+    """`python -m repro.report`: the same sources and choices, and the one HTML file it writes."""
+
+    # null: paper/report.html for the published data, reports/<experiment>/report.html for your runs.
+    output: str | None = None
+
+
 def register() -> None:
-    """Put the schema in the ConfigStore; conf/paper.yaml names it in its defaults list."""
+    """Put the schemas in the ConfigStore; conf/paper.yaml and conf/report.yaml name them."""
     ConfigStore.instance().store(name="paper_schema", node=PaperConfig)
+    ConfigStore.instance().store(name="report_schema", node=ReportConfig)

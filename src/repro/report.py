@@ -1,0 +1,278 @@
+"""Entry point: `python -m repro.report` writes the study as one self-contained HTML file (`make report`).
+
+The page holds the design, the headline reduction, each research question's figures beside the tests
+that back them (each with a one-line reading generated from the numbers), the architecture x
+environment interaction, the excluded runs and how the energy was measured. Figures are embedded as
+base64 PNGs, so the file opens offline; the same input gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from repro.errors import UserError, exit_on_user_error
+from repro.stats.config import register
+
+log = logging.getLogger("repro.report")
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_SOURCES = ("published", "mlflow")
+#: Cohen-style bounds for eta^2 (and partial eta^2): below 0.06 small, below 0.14 medium, else large.
+_ETA2_BOUNDS = ((0.01, "negligible"), (0.06, "small"), (0.14, "medium"))
+#: How the readings name the compared metrics.
+_READING_NAMES = {
+    "energy_j_per_image": "energy per image",
+    "gpu_usage_pct": "GPU usage",
+    "duration_ms_per_image": "duration per image",
+    "f1": "F1",
+}
+
+register()
+
+
+@dataclass(frozen=True)
+class HtmlTable:
+    """A table as the template shows it: title, headers, rows of shown cells, notes."""
+
+    name: str
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str]
+
+
+def _path(value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else _REPO_ROOT / path
+
+
+def output_path(cfg: DictConfig) -> Path:
+    """Where the report goes: `output`, or paper/report.html, or reports/<experiment>/report.html."""
+    if cfg.output is not None:
+        return _path(str(cfg.output))
+    if cfg.source == "published":
+        return _REPO_ROOT / "paper" / "report.html"
+    return _REPO_ROOT / "reports" / str(cfg.mlflow.experiment) / "report.html"
+
+
+def _check_writable(path: Path) -> None:
+    """Fail in one line, before any analysis, when the report cannot be written there."""
+    if path.is_dir():
+        raise UserError(f"output={path} is a folder; give a file name such as {path / 'report.html'}")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise UserError(f"output={path}: {folder} is not writable; choose another output=PATH")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"output={path} exists and is not writable; choose another output=PATH")
+
+
+def magnitude(eta2: float) -> str:
+    """Label an eta^2 (or partial eta^2) as negligible, small, medium or large."""
+    for bound, label in _ETA2_BOUNDS:
+        if eta2 < bound:
+            return label
+    return "large"
+
+
+def _p(value: float) -> str:
+    from repro.stats.tables import pvalue
+
+    return pvalue(value)
+
+
+def omnibus_reading(comparison: object, noun: str) -> str:
+    """One plain-language line for a Kruskal-Wallis comparison, from its numbers."""
+    from repro.stats.tables import arch_label
+
+    metric = _READING_NAMES.get(comparison.metric, comparison.metric)
+    within = arch_label(comparison.within) if comparison.factor == "environment" else comparison.within
+    kw = comparison.kruskal
+    if kw is None:
+        return f"{noun} not compared on {metric} within {within}: {'; '.join(comparison.skipped)}."
+    if kw.pvalue < 0.05:
+        return (
+            f"{noun} differ in {metric} within {within}: Kruskal-Wallis p = {_p(kw.pvalue)}, "
+            f"{magnitude(kw.effect_size)} effect η²_H = {kw.effect_size:.2f}."
+        )
+    return (
+        f"no evidence that {noun} differ in {metric} within {within}: Kruskal-Wallis "
+        f"p = {_p(kw.pvalue)}, η²_H = {kw.effect_size:.2f}."
+    )
+
+
+def interaction_readings(results: object) -> list[str]:
+    """One line per complete sub-design: does the environment's effect depend on the architecture?"""
+    from repro.stats.tables import subdesign_label
+
+    lines = []
+    for number, sub in enumerate(results.interaction, start=1):
+        art, srh = sub.art[2], sub.srh[2]
+        label = subdesign_label(sub.architectures, sub.environments, results.architectures)
+        both = art.pvalue < 0.05 and srh.pvalue < 0.05
+        verdict = (
+            "the environment's effect on energy depends on the architecture"
+            if both
+            else "the nonparametric tests disagree on an interaction"
+            if art.pvalue < 0.05 or srh.pvalue < 0.05
+            else "no evidence that the environment's effect depends on the architecture"
+        )
+        lines.append(
+            f"S{number} ({label}): {verdict}: ART p = {_p(art.pvalue)}, {magnitude(art.partial_eta2)} "
+            f"effect η²p = {art.partial_eta2:.2f}; Scheirer-Ray-Hare p = {_p(srh.pvalue)}; the parametric "
+            f"ANOVA's assumptions {'hold' if sub.assumptions_hold else 'fail'}."
+        )
+    if not lines:
+        lines.append(
+            "No complete sub-design (two architectures run in the same two environments, 3+ runs each): "
+            "the interaction cannot be tested on these runs."
+        )
+    return lines
+
+
+def headline(results: object) -> str | None:
+    """The largest reduction of median J/image, with the F1 given up, as one sentence."""
+    from repro.stats.tables import arch_label
+
+    largest = next((i for i in results.improvements if i.kind == "largest"), None)
+    if largest is None:
+        return None
+    given = largest.f1_given_up
+    f1_text = f"giving up {given:.4f} in median F1" if given >= 0 else f"gaining {-given:.4f} in median F1"
+    return (
+        f"{arch_label(largest.to_pair[0])} on {largest.to_pair[1]} instead of "
+        f"{arch_label(largest.from_pair[0])} on {largest.from_pair[1]} cuts the median energy per image "
+        f"by {100 * largest.reduction:.2f}% ({largest.from_median:.4f} → {largest.to_median:.4f} J/image), "
+        f"{f1_text} ({largest.from_f1:.4f} → {largest.to_f1:.4f})."
+    )
+
+
+def _html_table(table: object) -> HtmlTable:
+    rows = [[c.show(row[c.key]) for c in table.columns] for _, row in table.frame.iterrows()]
+    return HtmlTable(table.name, table.title, [c.header for c in table.columns], rows, list(table.notes))
+
+
+def _measurement(cfg: DictConfig, table: object) -> dict[str, object]:
+    """How the energy was obtained: the study's method, or the provenance tags of your runs."""
+    if cfg.source == "published":
+        return {
+            "summary": "GPU energy only, as the authors measured it: the GPU's power draw sampled with "
+            "nvidia-smi during training (their published data; see paper/data/README.md). "
+            "CPU and RAM energy are not in the data.",
+            "rows": [],
+        }
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
+    runs = [client.get_run(run_id) for run_id in table.runs["run"]]
+    estimated = sum(r.data.tags.get("energy_estimated", "").lower() == "true" for r in runs)
+    methods: dict[tuple[str, str], int] = {}
+    for run in runs:
+        for key, value in run.data.tags.items():
+            if key.startswith("energy.method."):
+                component = key.removeprefix("energy.method.")
+                methods[component, value] = methods.get((component, value), 0) + 1
+    return {
+        "summary": f"{len(runs)} runs analysed on {table.energy_basis} energy; {estimated} of them had at "
+        "least one estimated component (tag energy_estimated=true).",
+        "rows": [[component, method, str(n)] for (component, method), n in sorted(methods.items())],
+    }
+
+
+def _figures(runs: object, results: object, f1_floor: float) -> dict[str, str]:
+    """Every figure as a base64 PNG, keyed by its file name without extension."""
+    from repro.stats.figures import study_figures
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = study_figures(runs, results, Path(folder), f1_floor)
+        return {p.stem: base64.b64encode(p.read_bytes()).decode("ascii") for p in paths if p.suffix == ".png"}
+
+
+def render(cfg: DictConfig) -> str:
+    """Read the runs, analyse them, and return the report's HTML."""
+    import jinja2
+
+    from repro.stats.analyses import analyse
+    from repro.stats.runs import apply_outlier_policy, load_mlflow, load_published
+    from repro.stats.tables import interaction_table, study_tables
+
+    if cfg.source == "published":
+        table = load_published(_path(cfg.published_path), _path(cfg.exclusions_path))
+    else:
+        table = load_mlflow(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.parent_run_id)
+    table = apply_outlier_policy(table, cfg.outlier_policy)
+    log.info("[2/3] analysing %d runs (%d left out)", len(table.runs), len(table.excluded))
+    results = analyse(table.runs, cfg.environment, cfg.architecture, cfg.min_group_size, cfg.f1_floor)
+    tables = {t.name: _html_table(t) for t in study_tables(table, results)}
+    tables["t7_interaction"] = _html_table(interaction_table(results))
+    log.info("[3/3] drawing the figures and writing the page")
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("repro", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    return environment.get_template("report.html.j2").render(
+        source=table.source,
+        energy_basis=table.energy_basis,
+        n_runs=len(table.runs),
+        n_excluded=len(table.excluded),
+        headline=headline(results),
+        rq1_environment=results.environment,
+        rq2_architecture=_arch(results.architecture),
+        rq1_readings=[omnibus_reading(c, "architectures") for c in results.rq1],
+        rq2_readings=[omnibus_reading(c, "environments") for c in results.rq2],
+        interaction_readings=interaction_readings(results),
+        tables=tables,
+        figures=_figures(table.runs, results, cfg.f1_floor),
+        measurement=_measurement(cfg, table),
+        notes=list(results.notes),
+    )
+
+
+def _arch(name: str) -> str:
+    from repro.stats.tables import arch_label
+
+    return arch_label(name)
+
+
+def run(cfg: DictConfig) -> Path:
+    """Check the request, write the report, and return its path."""
+    if cfg.source not in _SOURCES:
+        raise UserError(f"source={cfg.source} is not known; use one of {', '.join(_SOURCES)}")
+    if cfg.source == "mlflow" and not cfg.mlflow.experiment:
+        raise UserError("source=mlflow needs mlflow.experiment=NAME (the experiment your runs went to)")
+    if cfg.min_group_size < 2:
+        raise UserError(f"min_group_size={cfg.min_group_size} is too small; use 3 or more")
+    path = output_path(cfg)
+    _check_writable(path)
+    log.info("[1/3] reading runs (source=%s)", cfg.source)
+    html = render(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(html, encoding="utf-8", newline="\n")
+    log.info("report written to %s (%.1f MB); it opens offline", path, len(html) / 1e6)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path=str(_REPO_ROOT / "conf"), config_name="report")
+def _main(cfg: DictConfig) -> None:
+    with exit_on_user_error():
+        run(cfg)
+
+
+def main() -> None:
+    """Console entry point (`repro-report`); shows progress lines on stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _main()
+
+
+if __name__ == "__main__":
+    main()
