@@ -148,7 +148,7 @@ def headline(results: object) -> str | None:
     given = largest.f1_given_up
     f1_text = f"giving up {given:.4f} in median F1" if given >= 0 else f"gaining {-given:.4f} in median F1"
     return (
-        f"{arch_label(largest.to_pair[0])} on {largest.to_pair[1]} instead of "
+        f"Training {arch_label(largest.to_pair[0])} on {largest.to_pair[1]} instead of "
         f"{arch_label(largest.from_pair[0])} on {largest.from_pair[1]} cuts the median energy per image "
         f"by {100 * largest.reduction:.2f}% ({largest.from_median:.4f} → {largest.to_median:.4f} J/image), "
         f"{f1_text} ({largest.from_f1:.4f} → {largest.to_f1:.4f})."
