@@ -90,7 +90,8 @@ def _free_port() -> int:
 def finished_sweep(smoke_overrides: list[str], tracking_uri: str, tmp_path: Path, cli_env) -> str:
     """A store holding one finished sweep of two jobs, made by the real command line."""
     result = subprocess.run(
-        cli("-m", "model=mobilenet_v2,resnet18", *smoke_overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"),
+        cli("-m", "model=mobilenet_v2,resnet18", *smoke_overrides, "energy.lock=false",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"),
         cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -131,6 +132,7 @@ def test_mlflow_runs_page_lists_the_sweeps_child_runs(browser, mlflow_ui: int) -
     page.goto(runs_page_url("127.0.0.1", mlflow_ui, "1"))
     sweep_row = page.locator('[role="row"]').filter(has_text="sweep-").first
     sweep_row.wait_for(timeout=90_000)
+    assert page.get_by_text("Model training").first.is_visible()  # the URL chose the training view
     # The sweep is a parent run; its row expands to list the jobs, as a user clicks "+".
     sweep_row.locator('button[data-component-id*="runnamecellrenderer"]').first.click()
     for name in ("mobilenet_v2-cpu-s0", "resnet18-cpu-s0"):

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 #: File in the sweep folder that holds the id of the sweep's parent run.
 PARENT_RUN_FILE = "mlflow_parent_run_id"
-#: MLflow 3's UI reads this experiment tag to choose its view; "custom_model_development" opens the
-#: training-runs table instead of the GenAI overview (the value of the UI's ExperimentKind enum).
+#: MLflow 3's UI reads this experiment tag to tell model-training from GenAI experiments (the value of
+#: its ExperimentKind enum); newer UIs also follow a view switch that `repro.ui_url` sets in the URL.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 #: The run page shows this tag as the run's description.

@@ -9,10 +9,14 @@ import argparse
 import sqlite3
 from pathlib import Path
 
+#: MLflow 3.17's UI takes its view (GenAI or model training) from this URL parameter, remembered in the
+#: browser; without it a first visit opens the GenAI view.
+WORKFLOW_PARAMETER = "workflowType=machine_learning"
+
 
 def runs_page_url(host: str, port: int, experiment_id: str) -> str:
-    """The runs page of one experiment; MLflow 3 opens it as a table of training runs."""
-    return f"http://{host}:{port}/#/experiments/{experiment_id}/runs"
+    """The runs page of one experiment, in the UI's model-training view."""
+    return f"http://{host}:{port}/#/experiments/{experiment_id}/runs?{WORKFLOW_PARAMETER}"
 
 
 def experiment_id(db_path: Path, name: str) -> str | None:
@@ -44,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     if found is None:
         print(
             f"No experiment {args.experiment!r} in {args.uri} yet (run `make run` first); "
-            f"the UI is at http://{args.host}:{args.port}"
+            f"the UI is at http://{args.host}:{args.port}/#/experiments?{WORKFLOW_PARAMETER}"
         )
     else:
         print(f"Runs of experiment {args.experiment!r}: {runs_page_url(args.host, args.port, found)}")
