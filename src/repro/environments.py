@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from repro import names
 from repro.errors import UserError
 
 if TYPE_CHECKING:
@@ -55,15 +56,15 @@ class DeviceInfo:
     def tags(self) -> dict[str, str]:
         """MLflow tags for this device; values that could not be detected are left out."""
         values = {
-            "gpu.profile": self.profile,
-            "gpu.label": self.label,
-            "device": str(self.torch_device),
-            "device.name": self.name,
-            "device.driver_version": self.driver_version,
-            "device.power_limit_w": None if self.power_limit_w is None else f"{self.power_limit_w:g}",
-            "device.memory_gb": None if self.memory_gb is None else f"{self.memory_gb:.1f}",
-            "device.cuda_version": self.cuda_version,
-            "device.note": self.note,
+            names.TAG_GPU_PROFILE: self.profile,
+            names.TAG_GPU_LABEL: self.label,
+            names.TAG_DEVICE: str(self.torch_device),
+            names.TAG_DEVICE_NAME: self.name,
+            names.TAG_DEVICE_DRIVER_VERSION: self.driver_version,
+            names.TAG_DEVICE_POWER_LIMIT_W: None if self.power_limit_w is None else f"{self.power_limit_w:g}",
+            names.TAG_DEVICE_MEMORY_GB: None if self.memory_gb is None else f"{self.memory_gb:.1f}",
+            names.TAG_DEVICE_CUDA_VERSION: self.cuda_version,
+            names.TAG_DEVICE_NOTE: self.note,
         }
         return {key: value for key, value in values.items() if value is not None}
 

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
+from repro import names
+
 
 def scores_from_logits(logits: torch.Tensor) -> np.ndarray:
     """Class probabilities: one column (P(class 1)) for a one-logit binary head, else a softmax."""
@@ -31,12 +33,12 @@ def classification_metrics(targets: np.ndarray, scores: np.ndarray) -> dict[str,
     predictions = (scores >= 0.5).astype(np.int64) if binary else scores.argmax(axis=1)
     average = "binary" if binary else "macro"
     metrics = {
-        "accuracy": float(accuracy_score(targets, predictions)),
-        "precision": float(precision_score(targets, predictions, average=average, zero_division=0)),
-        "recall": float(recall_score(targets, predictions, average=average, zero_division=0)),
-        "f1": float(f1_score(targets, predictions, average=average, zero_division=0)),
+        names.ACCURACY: float(accuracy_score(targets, predictions)),
+        names.PRECISION: float(precision_score(targets, predictions, average=average, zero_division=0)),
+        names.RECALL: float(recall_score(targets, predictions, average=average, zero_division=0)),
+        names.F1: float(f1_score(targets, predictions, average=average, zero_division=0)),
     }
-    metrics["auc"] = _roc_auc(targets, scores, binary)
+    metrics[names.AUC] = _roc_auc(targets, scores, binary)
     return metrics
 
 

@@ -53,7 +53,12 @@ def run(cfg: DictConfig) -> list[Path]:
             )
         table = load_mlflow(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.parent_run_id)
     table = apply_outlier_policy(table, cfg.outlier_policy)
-    log.info("[2/4] analysing %d runs (%d left out)", len(table.runs), len(table.excluded))
+    log.info(
+        "[2/4] analysing %d runs (%d left out, %d sweep parent run(s) skipped)",
+        len(table.runs),
+        len(table.excluded),
+        table.parent_runs,
+    )
     results = analyse(table.runs, cfg.environment, cfg.architecture, cfg.min_group_size, cfg.f1_floor)
     tables_dir, figures_dir = _output_dirs(cfg)
     log.info("[3/4] writing tables to %s", tables_dir)

@@ -25,6 +25,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from repro import names
 from repro.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,12 @@ def provenance_tags() -> dict[str, str]:
     import torch
 
     return {
-        "repro.git_sha": _git_sha(),
-        "repro.host": socket.gethostname(),
-        "repro.cpu_model": _cpu_model(),
-        "repro.python": platform.python_version(),
-        "repro.torch_version": torch.__version__,
-        "repro.timm_version": timm.__version__,
+        names.TAG_GIT_SHA: _git_sha(),
+        names.TAG_HOST: socket.gethostname(),
+        names.TAG_CPU_MODEL: _cpu_model(),
+        names.TAG_PYTHON: platform.python_version(),
+        names.TAG_TORCH_VERSION: torch.__version__,
+        names.TAG_TIMM_VERSION: timm.__version__,
         "mlflow.source.name": "repro.train",
     }
 
@@ -250,7 +251,11 @@ class SweepCallback(Callback):
         run = MlflowClient(config.tracking.uri).create_run(
             experiment_id,
             run_name=f"sweep-{sweep_dir.parent.name}-{sweep_dir.name}",
-            tags={"repro.sweep_dir": str(sweep_dir.resolve()), "repro.kind": "sweep", **provenance_tags()},
+            tags={
+                names.TAG_SWEEP_DIR: str(sweep_dir.resolve()),
+                names.TAG_KIND: names.KIND_SWEEP,
+                **provenance_tags(),
+            },
         )
         self.parent_run_id = run.info.run_id
         (sweep_dir / PARENT_RUN_FILE).write_text(self.parent_run_id + "\n")
@@ -277,7 +282,7 @@ class SweepCallback(Callback):
             return False
         print(f"\nSweep summary ({len(children)} jobs, parent run {self.parent_run_id}):")
         for child in children:
-            energy = child.data.metrics.get("energy_total_j")
+            energy = child.data.metrics.get(names.ENERGY_TOTAL_J)
             energy_text = f"{energy:10.1f} J" if energy is not None else "         - J"
             print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}")
         all_ok = all(child.info.status == "FINISHED" for child in children)

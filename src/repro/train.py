@@ -27,7 +27,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from repro import loop, tracking
+from repro import loop, names, tracking
 from repro.config import CONF_DIR, register_configs
 from repro.data import DataBundle, build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
@@ -79,14 +79,14 @@ def run(cfg: DictConfig, context: JobContext) -> float:
     tags = {
         **tracking.provenance_tags(),
         **device.tags(),
-        "repro.model": architecture,
-        "repro.gpu": cfg.gpu.name,
-        "repro.seed": str(cfg.seed),
-        "repro.output_dir": str(context.output_dir.resolve()),
+        names.TAG_MODEL: architecture,
+        names.TAG_GPU: cfg.gpu.name,
+        names.TAG_SEED: str(cfg.seed),
+        names.TAG_OUTPUT_DIR: str(context.output_dir.resolve()),
     }
     if context.sweep_dir is not None:
-        tags["repro.sweep_dir"] = str(context.sweep_dir.resolve())
-        tags["repro.job_num"] = str(context.job_num)
+        tags[names.TAG_SWEEP_DIR] = str(context.sweep_dir.resolve())
+        tags[names.TAG_JOB_NUM] = str(context.job_num)
 
     with measurement_lock(cfg.energy.lock):
         if not context.job_num:
@@ -96,7 +96,7 @@ def run(cfg: DictConfig, context: JobContext) -> float:
         with tracking.training_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, parent_run_id, tags):
             tracking.log_params(tracking.flatten_config(cfg))
             mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-            tracking.log_metrics({"gflops": complexity.gflops, "params_m": complexity.params_m})
+            tracking.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
             return _measured_training(cfg, context, model, data, device.torch_device, monitor)
 
 
@@ -139,7 +139,7 @@ def _measured_training(
             _record_outcome(monitor, recorder, result, reason, duration_s, context.output_dir)
         finally:
             mlflow.end_run(status=status)  # the run's true status, even if recording failed
-    return result.metrics["f1"]
+    return result.metrics[names.F1]
 
 
 def _record_outcome(
@@ -151,12 +151,12 @@ def _record_outcome(
     output_dir: Path,
 ) -> None:
     """Stop the meters and log what the run measured, whether it finished or not."""
-    mlflow.set_tag("repro.end_reason", reason[:4000])
+    mlflow.set_tag(names.TAG_END_REASON, reason[:4000])
     total = monitor.stop()
     metrics: dict[str, float] = {
-        "duration_s": duration_s,
-        "images_seen": recorder.images_seen,
-        "trained_epochs": len(recorder.history),
+        names.DURATION_S: duration_s,
+        names.IMAGES_SEEN: recorder.images_seen,
+        names.TRAINED_EPOCHS: len(recorder.history),
         **monitor.run_metrics(total, recorder.images_seen, duration_s),
     }
     if result is not None:
@@ -189,11 +189,11 @@ class _EpochRecorder:
     def on_epoch_end(self, record: loop.EpochRecord) -> None:
         self.images_seen += record.images
         metrics = {
-            "train_loss": record.train_loss,
-            "val_accuracy": record.val_accuracy,
-            "val_f1": record.val_f1,
-            "epoch_duration_s": record.epoch_duration_s,
-            "learning_rate": record.learning_rate,
+            names.TRAIN_LOSS: record.train_loss,
+            names.VAL_ACCURACY: record.val_accuracy,
+            names.VAL_F1: record.val_f1,
+            names.EPOCH_DURATION_S: record.epoch_duration_s,
+            names.LEARNING_RATE: record.learning_rate,
             **self._last_window_metrics,
         }
         tracking.log_metrics(metrics, step=record.epoch)

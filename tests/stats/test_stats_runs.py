@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from mlflow.entities import Metric, Param
 
+from repro import names
 from repro.errors import UserError
 from repro.stats.analyses import analyse
 from repro.stats.runs import RUN_COLUMNS, RunsTable, apply_outlier_policy, load_mlflow, load_published
@@ -96,37 +97,63 @@ _RUNS = [  # (model, gpu, energy J/image, f1), three runs each; b2 has a GPU-onl
 ]
 
 
+def _log_run(
+    client: mlflow.MlflowClient,
+    experiment: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    params: dict[str, str],
+    start_time: int,
+) -> None:
+    run = client.create_run(experiment, tags=tags, start_time=start_time).info.run_id
+    client.log_batch(
+        run,
+        metrics=[Metric(key, value, 0, 0) for key, value in metrics.items()],
+        params=[Param(key, value) for key, value in params.items()],
+    )
+    client.set_terminated(run)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A sqlite MLflow store with one sweep (a parent and 12 children) and one empty experiment."""
+    """A sqlite MLflow store with one sweep (a parent and 12 children), an empty experiment, one with only
+    a sweep's parent run, one whose runs have no energy metric and one whose runs name their device."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("paper-test")
     client.create_experiment("empty")
-    parent = client.create_run(experiment, tags={"repro.kind": "sweep"}).info.run_id
+    parent = client.create_run(experiment, tags={names.TAG_KIND: names.KIND_SWEEP}).info.run_id
     client.set_terminated(parent)
     for i, (model, gpu, energy, f1) in enumerate(_RUNS * 3):
-        run = client.create_run(
-            experiment,
-            tags={"repro.model": model, "repro.gpu": gpu, "repro.seed": str(i), "mlflow.parentRunId": parent},
-            start_time=1_000 + i,
-        ).info.run_id
         metrics = {
-            "energy_j_per_image": energy * 1.5 + i * 1e-3,
-            "gpu_energy_j_per_image": energy + i * 1e-3,
-            "f1": f1 - i * 1e-4,
-            "gpu_usage_pct": 40 + i,
-            "duration_ms_per_image": 1 + i * 0.01,
-            "gflops": 0.3 if model == "mobilenet_v2" else 4.1,
-            "params_m": 3.5,
+            names.ENERGY_J_PER_IMAGE: energy * 1.5 + i * 1e-3,
+            names.GPU_ENERGY_J_PER_IMAGE: energy + i * 1e-3,
+            names.F1: f1 - i * 1e-4,
+            names.GPU_USAGE_PCT: 40 + i,
+            names.DURATION_MS_PER_IMAGE: 1 + i * 0.01,
+            names.GFLOPS: 0.3 if model == "mobilenet_v2" else 4.1,
+            names.PARAMS_M: 3.5,
         }
-        params = {"gpu.tdp_w": "220" if gpu == "rtx3070" else "350", "gpu.label": gpu.upper()}
-        client.log_batch(
-            run,
-            metrics=[Metric(key, value, 0, 0) for key, value in metrics.items()],
-            params=[Param(key, value) for key, value in params.items()],
-        )
-        client.set_terminated(run)
+        tags = {names.TAG_MODEL: model, names.TAG_GPU: gpu, names.TAG_SEED: str(i)}
+        tags["mlflow.parentRunId"] = parent
+        params = {names.PARAM_GPU_TDP_W: "220" if gpu == "rtx3070" else "350"}
+        params[names.PARAM_GPU_LABEL] = gpu.upper()
+        _log_run(client, experiment, tags, metrics, params, start_time=1_000 + i)
+
+    parents_only = client.create_experiment("parents-only")
+    lone_parent = client.create_run(parents_only, tags={names.TAG_KIND: names.KIND_SWEEP}).info.run_id
+    client.set_terminated(lone_parent)
+    no_energy = client.create_experiment("no-energy")
+    for i in range(3):
+        tags = {names.TAG_MODEL: "resnet18", names.TAG_GPU: "cpu"}
+        _log_run(client, no_energy, tags, {names.F1: 0.6, names.DURATION_S: 3.0}, {}, start_time=1_000 + i)
+    devices = client.create_experiment("devices")
+    for i, (device, limit_w) in enumerate([("NVIDIA H200", "650"), ("NVIDIA H200", "650"), ("cpu", None)]):
+        tags = {names.TAG_MODEL: "resnet18", names.TAG_GPU: "auto", names.TAG_DEVICE_NAME: device}
+        if limit_w is not None:
+            tags[names.TAG_DEVICE_POWER_LIMIT_W] = limit_w
+        metrics = {names.ENERGY_J_PER_IMAGE: 0.1 + i, names.F1: 0.7}
+        _log_run(client, devices, tags, metrics, {names.PARAM_GPU_TDP_W: "700"}, start_time=1_000 + i)
     return uri, parent
 
 
@@ -136,27 +163,40 @@ def test_mlflow_reads_the_sweep(store: tuple[str, str]) -> None:
     assert len(table.runs) == 12 and tuple(table.runs.columns) == RUN_COLUMNS
     assert table.energy_basis == "GPU only"  # every run has gpu_energy_j_per_image
     assert table.runs["energy_j_per_image"].min() == pytest.approx(0.05)
-    assert list(table.excluded["reason"]) == [
-        "not a training job (no repro.model tag, e.g. a sweep's parent run)"
-    ]
+    assert table.parent_runs == 1 and table.excluded.empty  # a sweep's parent run is not an exclusion
     assert len(load_mlflow(uri, "paper-test", parent_run_id=parent).runs) == 12
+    assert set(table.runs["power_limit_w"]) == {220.0, 350.0}  # no NVML limit recorded: the profile's TDP
     results = analyse(table.runs)
     assert results.environment == "rtx3090"  # no Cloud: the most powerful environment with most architectures
     assert results.architecture == "mobilenet_v2"
     assert results.rq1[0].kruskal.k == 2
 
 
-def test_mlflow_errors(store: tuple[str, str], tmp_path: Path) -> None:
+def test_mlflow_environment_is_the_detected_device(store: tuple[str, str]) -> None:
     uri, _ = store
+    runs = load_mlflow(uri, "devices").runs
+    on_gpu = runs["gpu_name"] == "NVIDIA H200"
+    assert sorted(runs["environment"]) == ["NVIDIA H200 (auto)", "NVIDIA H200 (auto)", "cpu (auto)"]
+    assert list(runs.loc[on_gpu, "power_limit_w"]) == [650.0, 650.0]  # NVML's limit, not the profile's 700 W
+
+
+def test_mlflow_errors(store: tuple[str, str], tmp_path: Path) -> None:
+    uri, parent = store
     with pytest.raises(UserError, match="has no runs"):
         load_mlflow(uri, "empty")
+    with pytest.raises(UserError, match=r"has no finished training runs \(1 sweep parent run"):
+        load_mlflow(uri, "parents-only")
+    with pytest.raises(UserError, match="none of its 3 training run.* has the metric 'energy_j_per_image'"):
+        load_mlflow(uri, "no-energy")
     with pytest.raises(
-        UserError, match="mlflow.experiment='nope' is not in .*known: Default, empty, paper-test"
+        UserError, match="mlflow.experiment='nope' is not in .*known: Default, devices, empty, no-energy"
     ):
         load_mlflow(uri, "nope")
     with pytest.raises(UserError, match="no MLflow database at"):
         load_mlflow(f"sqlite:///{tmp_path / 'missing.db'}", "paper-test")
     with pytest.raises(UserError, match="cannot be reached"):
         load_mlflow("http://127.0.0.1:9", "paper-test")
-    with pytest.raises(UserError, match="has no runs"):
+    with pytest.raises(UserError, match=f"mlflow.parent_run_id={'0' * 32} is not a run in this store"):
         load_mlflow(uri, "paper-test", parent_run_id="0" * 32)
+    with pytest.raises(UserError, match="belongs to another experiment than 'devices'"):
+        load_mlflow(uri, "devices", parent_run_id=parent)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-#: Components a meter can measure.
-COMPONENTS = ("cpu", "gpu", "ram")
+from repro.names import COMPONENTS  # the components a meter can measure
 
 #: How a component's energy was obtained, best first. The `-estimate` ones are models, not measurements.
 METHODS = ("rapl", "nvml-counter", "nvml-sampled", "tdp-load-estimate", "constant-estimate")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from repro import names
 from repro.config import EnergyConfig
 from repro.energy.measurement import COMPONENTS, Measurement, is_estimate, merge
 from repro.energy.meters import CodeCarbonMeter, Meter
@@ -232,42 +233,42 @@ class EnergyMonitor:
         """The run's final energy metrics; a component nothing measured has no key."""
         metrics: dict[str, float] = {}
         if images_seen > 0:
-            metrics["duration_ms_per_image"] = duration_s * 1000 / images_seen
+            metrics[names.DURATION_MS_PER_IMAGE] = duration_s * 1000 / images_seen
         if not total.energy_j:
             return metrics
         for component in COMPONENTS:
             if component in total.energy_j:
-                metrics[f"energy_{component}_j"] = total.energy_j[component]
-        metrics["energy_total_j"] = total.total_j
+                metrics[names.energy_component_j(component)] = total.energy_j[component]
+        metrics[names.ENERGY_TOTAL_J] = total.total_j
         if total.duration_s > 0:
-            metrics["power_avg_w"] = total.total_j / total.duration_s
+            metrics[names.POWER_AVG_W] = total.total_j / total.duration_s
         if images_seen > 0:
-            metrics["energy_j_per_image"] = total.total_j / images_seen
+            metrics[names.ENERGY_J_PER_IMAGE] = total.total_j / images_seen
             if self.device.type == "cuda" and "gpu" in total.energy_j:
-                metrics["gpu_energy_j_per_image"] = total.energy_j["gpu"] / images_seen
+                metrics[names.GPU_ENERGY_J_PER_IMAGE] = total.energy_j["gpu"] / images_seen
         intensity, _ = self.carbon_intensity()
         if intensity is not None:
-            metrics["emissions_g"] = total.total_j / _J_PER_KWH * intensity
+            metrics[names.EMISSIONS_G] = total.total_j / _J_PER_KWH * intensity
         if self.idle_power_w is not None:
-            metrics["idle_power_w"] = self.idle_power_w
-            metrics["energy_net_j"] = total.total_j - self.idle_power_w * total.duration_s
+            metrics[names.IDLE_POWER_W] = self.idle_power_w
+            metrics[names.ENERGY_NET_J] = total.total_j - self.idle_power_w * total.duration_s
         for key, joules in total.alternatives_j.items():
             component, source = key.split(".", 1)
-            metrics[f"energy_{component}_{source.replace('-', '_')}_j"] = joules
+            metrics[names.energy_source_j(component, source)] = joules
         if total.gpu is not None:
-            metrics["gpu_usage_pct"] = total.gpu.usage_pct
-            metrics["gpu_power_avg_w"] = total.gpu.power_avg_w
-            metrics["gpu_temp_avg_c"] = total.gpu.temp_avg_c
-            metrics["gpu_mem_used_mb"] = total.gpu.mem_used_peak_mb
+            metrics[names.GPU_USAGE_PCT] = total.gpu.usage_pct
+            metrics[names.GPU_POWER_AVG_W] = total.gpu.power_avg_w
+            metrics[names.GPU_TEMP_AVG_C] = total.gpu.temp_avg_c
+            metrics[names.GPU_MEM_USED_MB] = total.gpu.mem_used_peak_mb
         return metrics
 
     def epoch_metrics(self, measurement: Measurement) -> dict[str, float]:
         """One window's metrics, to log with `step=epoch`."""
         if not measurement.energy_j:
             return {}
-        metrics = {"epoch_energy_j": measurement.total_j}
+        metrics = {names.EPOCH_ENERGY_J: measurement.total_j}
         if self.device.type == "cuda" and "gpu" in measurement.energy_j:
-            metrics["epoch_gpu_energy_j"] = measurement.energy_j["gpu"]
+            metrics[names.EPOCH_GPU_ENERGY_J] = measurement.energy_j["gpu"]
         return metrics
 
     def provenance_tags(self) -> dict[str, str]:
@@ -275,12 +276,12 @@ class EnergyMonitor:
         methods = self._methods()
         tags = {
             "energy.meters": ",".join(meter.name for meter in self._meters) or "none",
-            "energy_estimated": str(self.estimated).lower(),
+            names.TAG_ENERGY_ESTIMATED: str(self.estimated).lower(),
         }
         if self._skipped:
             tags["energy.meters_skipped"] = ",".join(self._skipped)
         for component in COMPONENTS:
-            tags[f"energy.method.{component}"] = methods.get(component, "not-measured")
+            tags[names.energy_method_tag(component)] = methods.get(component, "not-measured")
         for meter in self._meters:
             tags.update(meter.provenance())
         intensity, source = self.carbon_intensity()

@@ -10,31 +10,39 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from repro import names
 from repro.errors import UserError
 
 log = logging.getLogger(__name__)
 
-#: The tidy table's columns. Metrics that a source lacks are NaN.
+#: The tidy table's columns. Metrics that a source lacks are NaN. The metric columns carry the names
+#: that training runs record them under (`repro.names`).
 RUN_COLUMNS: tuple[str, ...] = (
-    "environment",  # training environment (published label, or the `gpu` config choice)
+    "environment",  # training environment (published label, or the detected device and `gpu` profile)
     "architecture",  # model architecture (published name, or the `model` config choice)
     "run",  # the run's id within its source
-    "energy_j_per_image",
-    "gpu_usage_pct",
-    "duration_ms_per_image",
-    "f1",
-    "accuracy",
-    "gflops",
-    "params_m",
+    names.ENERGY_J_PER_IMAGE,
+    names.GPU_USAGE_PCT,
+    names.DURATION_MS_PER_IMAGE,
+    names.F1,
+    names.ACCURACY,
+    names.GFLOPS,
+    names.PARAMS_M,
     "gpu_name",
     "power_limit_w",
 )
 #: The metrics the analyses test; NaNs in them are reported and dropped per analysis.
-METRICS: tuple[str, ...] = ("energy_j_per_image", "gpu_usage_pct", "duration_ms_per_image", "f1")
+METRICS: tuple[str, ...] = (
+    names.ENERGY_J_PER_IMAGE,
+    names.GPU_USAGE_PCT,
+    names.DURATION_MS_PER_IMAGE,
+    names.F1,
+)
 EXCLUDED_COLUMNS: tuple[str, ...] = ("environment", "architecture", "run", "reason")
 
 #: The study's environments, with our short labels (as the paper writes them).
@@ -69,7 +77,7 @@ _PUBLISHED_REQUIRED = (
 _EXCLUSIONS_REQUIRED = ("training environment", "architecture", "run", "reason")
 OUTLIER_POLICIES = ("none", "iqr3")
 #: Metrics that the `iqr3` policy screens, as the authors did by hand (energy and GPU usage).
-OUTLIER_METRICS: tuple[str, ...] = ("energy_j_per_image", "gpu_usage_pct")
+OUTLIER_METRICS: tuple[str, ...] = (names.ENERGY_J_PER_IMAGE, names.GPU_USAGE_PCT)
 
 
 @dataclass(frozen=True)
@@ -81,12 +89,15 @@ class RunsTable:
         excluded: one row per run left out, columns `EXCLUDED_COLUMNS`.
         energy_basis: "GPU only" or "whole machine", for the tables' notes.
         source: a short description of where the runs came from.
+        parent_runs: how many sweep parent runs were skipped (they are not training runs, so they are
+            not in `excluded`).
     """
 
     runs: pd.DataFrame
     excluded: pd.DataFrame
     energy_basis: str
     source: str
+    parent_runs: int = 0
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], where: str, hint: str) -> None:
@@ -131,13 +142,13 @@ def load_published(data_path: Path, exclusions_path: Path) -> RunsTable:
             "environment": raw["training environment"].map(PUBLISHED_ENVIRONMENTS),
             "architecture": raw["architecture"].astype(str),
             "run": raw["run"].astype(int).astype(str),
-            "energy_j_per_image": raw["energy (MJ)"] * 1e6 / images,
-            "gpu_usage_pct": raw["gpu usage (%)"].astype(float),
-            "duration_ms_per_image": raw["training duration (h)"] * 3.6e6 / images,
-            "f1": raw["f1-score"].astype(float),
-            "accuracy": raw["accuracy"].astype(float),
-            "gflops": raw["GFLOPs"].astype(float),
-            "params_m": raw["architecture"].map(PUBLISHED_PARAMS_M).astype(float),
+            names.ENERGY_J_PER_IMAGE: raw["energy (MJ)"] * 1e6 / images,
+            names.GPU_USAGE_PCT: raw["gpu usage (%)"].astype(float),
+            names.DURATION_MS_PER_IMAGE: raw["training duration (h)"] * 3.6e6 / images,
+            names.F1: raw["f1-score"].astype(float),
+            names.ACCURACY: raw["accuracy"].astype(float),
+            names.GFLOPS: raw["GFLOPs"].astype(float),
+            names.PARAMS_M: raw["architecture"].map(PUBLISHED_PARAMS_M).astype(float),
             "gpu_name": raw["gpu model"].astype(str),
             "power_limit_w": raw["max power limit (W)"].astype(float),
         }
@@ -171,9 +182,11 @@ def load_published(data_path: Path, exclusions_path: Path) -> RunsTable:
 def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> RunsTable:
     """Read the finished training runs of an MLflow experiment (optionally one sweep's children).
 
-    The environment is the run's `repro.gpu` tag (the `gpu` config choice), the architecture its
-    `repro.model` tag. Energy is `gpu_energy_j_per_image` when every run has it, else
-    `energy_j_per_image`.
+    The environment is the detected device (the run's `device.name` tag) with the `gpu` profile
+    (`repro.gpu`) beside it, the architecture the run's `repro.model` tag. Energy is
+    `gpu_energy_j_per_image` when every run has it, else `energy_j_per_image`. The power limit is
+    NVML's (`device.power_limit_w`) where the run recorded one, else the profile's nominal TDP.
+    Sweep parent runs are counted in `parent_runs`, not listed as excluded.
     """
     import mlflow  # only this source needs it, and it is slow to import
 
@@ -191,6 +204,8 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
             f"mlflow.experiment={experiment!r} is not in {tracking_uri}; "
             f"known: {', '.join(sorted(known)) or 'none'}"
         )
+    if parent_run_id:
+        _check_parent_run(client, parent_run_id, found.experiment_id, experiment)
     filter_string = f"tags.mlflow.parentRunId = '{parent_run_id}'" if parent_run_id else ""
     mlflow.set_tracking_uri(tracking_uri)
     raw = mlflow.search_runs(
@@ -203,66 +218,105 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
         )
     raw = raw.sort_values(["start_time", "run_id"], kind="stable").reset_index(drop=True)
 
-    excluded_parts = []
-    is_job = (
-        raw["tags.repro.model"].notna() if "tags.repro.model" in raw else pd.Series(False, index=raw.index)
+    model_tag, gpu_tag = f"tags.{names.TAG_MODEL}", f"tags.{names.TAG_GPU}"
+    is_job = raw[model_tag].notna() if model_tag in raw else pd.Series(False, index=raw.index)
+    parent_ids = set(raw["tags.mlflow.parentRunId"].dropna()) if "tags.mlflow.parentRunId" in raw else set()
+    is_parent = ~is_job & (
+        (_text_column(raw, f"tags.{names.TAG_KIND}") == names.KIND_SWEEP) | raw["run_id"].isin(parent_ids)
     )
-    if (~is_job).any():
-        excluded_parts.append(
-            _excluded(raw[~is_job], "not a training job (no repro.model tag, e.g. a sweep's parent run)")
-        )
+    parent_runs = int(is_parent.sum())
+    excluded_parts = []
+    other = ~is_job & ~is_parent
+    if other.any():
+        excluded_parts.append(_excluded(raw[other], f"not a training job (no {names.TAG_MODEL} tag)"))
     unfinished = is_job & (raw["status"] != "FINISHED")
     if unfinished.any():
         excluded_parts.append(_excluded(raw[unfinished], "run did not finish"))
     raw = raw[is_job & ~unfinished].reset_index(drop=True)
     if raw.empty:
         raise UserError(
-            f"{where} has no finished training runs (runs need the repro.model tag that repro.train sets)"
+            f"{where} has no finished training runs ({parent_runs} sweep parent run(s), "
+            f"{int(other.sum())} other run(s) without the {names.TAG_MODEL} tag, {int(unfinished.sum())} "
+            "unfinished); train some with `python -m repro.train`"
         )
-    _require(
-        raw,
-        ["tags.repro.model", "tags.repro.gpu", "metrics.energy_j_per_image", "metrics.f1"],
-        where,
-        "log the runs with `python -m repro.train`",
-    )
+    energy_metric = f"metrics.{names.ENERGY_J_PER_IMAGE}"
+    if energy_metric not in raw or raw[energy_metric].isna().all():
+        raise UserError(
+            f"{where}: none of its {len(raw)} training run(s) has the metric {names.ENERGY_J_PER_IMAGE!r}; "
+            "train them with an energy meter (not energy=none)"
+        )
+    _require(raw, [gpu_tag, f"metrics.{names.F1}"], where, "log the runs with `python -m repro.train`")
 
-    use_gpu_energy = (
-        "metrics.gpu_energy_j_per_image" in raw and raw["metrics.gpu_energy_j_per_image"].notna().all()
-    )
-    energy_column = "metrics.gpu_energy_j_per_image" if use_gpu_energy else "metrics.energy_j_per_image"
+    gpu_energy_metric = f"metrics.{names.GPU_ENERGY_J_PER_IMAGE}"
+    use_gpu_energy = gpu_energy_metric in raw and raw[gpu_energy_metric].notna().all()
+    energy_column = gpu_energy_metric if use_gpu_energy else energy_metric
 
-    def column(name: str) -> pd.Series:
-        return raw[name].astype(float) if name in raw else pd.Series(np.nan, index=raw.index)
+    def metric(name: str) -> pd.Series:
+        column = f"metrics.{name}"
+        return raw[column].astype(float) if column in raw else pd.Series(np.nan, index=raw.index)
 
-    def text(name: str) -> pd.Series:
-        return raw[name].fillna("").astype(str) if name in raw else pd.Series("", index=raw.index)
-
+    profile = raw[gpu_tag].astype(str)
+    device = _text_column(raw, f"tags.{names.TAG_DEVICE_NAME}")
+    nvml_limit_w = pd.to_numeric(_text_column(raw, f"tags.{names.TAG_DEVICE_POWER_LIMIT_W}"), errors="coerce")
+    nominal_tdp_w = pd.to_numeric(_text_column(raw, f"params.{names.PARAM_GPU_TDP_W}"), errors="coerce")
     runs = pd.DataFrame(
         {
-            "environment": raw["tags.repro.gpu"].astype(str),
-            "architecture": raw["tags.repro.model"].astype(str),
+            "environment": [
+                profile_name if device_name in ("", profile_name) else f"{device_name} ({profile_name})"
+                for device_name, profile_name in zip(device, profile, strict=True)
+            ],
+            "architecture": raw[model_tag].astype(str),
             "run": raw["run_id"].astype(str),
-            "energy_j_per_image": raw[energy_column].astype(float),
-            "gpu_usage_pct": column("metrics.gpu_usage_pct"),
-            "duration_ms_per_image": column("metrics.duration_ms_per_image"),
-            "f1": column("metrics.f1"),
-            "accuracy": column("metrics.accuracy"),
-            "gflops": column("metrics.gflops"),
-            "params_m": column("metrics.params_m"),
-            "gpu_name": text("params.gpu.label"),
-            "power_limit_w": pd.to_numeric(text("params.gpu.tdp_w"), errors="coerce"),
+            names.ENERGY_J_PER_IMAGE: raw[energy_column].astype(float),
+            names.GPU_USAGE_PCT: metric(names.GPU_USAGE_PCT),
+            names.DURATION_MS_PER_IMAGE: metric(names.DURATION_MS_PER_IMAGE),
+            names.F1: metric(names.F1),
+            names.ACCURACY: metric(names.ACCURACY),
+            names.GFLOPS: metric(names.GFLOPS),
+            names.PARAMS_M: metric(names.PARAMS_M),
+            "gpu_name": device.where(device != "", _text_column(raw, f"params.{names.PARAM_GPU_LABEL}")),
+            "power_limit_w": nvml_limit_w.fillna(nominal_tdp_w),
         }
     )
     excluded = pd.concat(excluded_parts, ignore_index=True) if excluded_parts else _no_exclusions()
     log.info(
-        "%s: %d training runs read (energy: %s), %d left out", where, len(runs), energy_column, len(excluded)
+        "%s: %d training runs read (energy: %s), %d sweep parent run(s) skipped, %d left out",
+        where,
+        len(runs),
+        energy_column,
+        parent_runs,
+        len(excluded),
     )
     return RunsTable(
         runs[list(RUN_COLUMNS)],
         excluded,
         "GPU only" if use_gpu_energy else "whole machine",
         f"MLflow {tracking_uri}, experiment {experiment!r}",
+        parent_runs,
     )
+
+
+def _check_parent_run(client: Any, parent_run_id: str, experiment_id: str, experiment: str) -> None:
+    """Fail in one line when `parent_run_id` is not a run of the experiment."""
+    import mlflow
+
+    try:
+        parent = client.get_run(parent_run_id)
+    except mlflow.exceptions.MlflowException:
+        raise UserError(
+            f"mlflow.parent_run_id={parent_run_id} is not a run in this store; take the id from the "
+            "sweep folder's mlflow_parent_run_id file or the MLflow UI"
+        ) from None
+    if parent.info.experiment_id != experiment_id:
+        raise UserError(
+            f"mlflow.parent_run_id={parent_run_id} belongs to another experiment than {experiment!r}; "
+            "set mlflow.experiment to the sweep's experiment"
+        )
+
+
+def _text_column(raw: pd.DataFrame, name: str) -> pd.Series:
+    """A tag or param column as text, '' where a run lacks it (or the whole column when none has it)."""
+    return raw[name].fillna("").astype(str) if name in raw else pd.Series("", index=raw.index)
 
 
 def apply_outlier_policy(table: RunsTable, policy: str) -> RunsTable:
@@ -298,6 +352,7 @@ def apply_outlier_policy(table: RunsTable, policy: str) -> RunsTable:
         pd.concat([table.excluded, new], ignore_index=True) if len(new) else table.excluded,
         table.energy_basis,
         table.source,
+        table.parent_runs,
     )
 
 
@@ -317,13 +372,10 @@ def _order(runs: pd.DataFrame, column: str, by: str) -> list[str]:
 
 
 def _excluded(raw: pd.DataFrame, reason: str) -> pd.DataFrame:
-    def text(name: str) -> pd.Series:
-        return raw[name].fillna("").astype(str) if name in raw else pd.Series("", index=raw.index)
-
     return pd.DataFrame(
         {
-            "environment": text("tags.repro.gpu"),
-            "architecture": text("tags.repro.model"),
+            "environment": _text_column(raw, f"tags.{names.TAG_GPU}"),
+            "architecture": _text_column(raw, f"tags.{names.TAG_MODEL}"),
             "run": raw["run_id"].astype(str),
             "reason": reason,
         }

@@ -570,6 +570,9 @@ def excluded_table(table: RunsTable) -> Table:
             Column("run", "Run", "Run"),
             Column("reason", "Reason", "Reason"),
         ),
+        (f"Sweep parent runs skipped (not training runs, not counted above): {table.parent_runs}.",)
+        if table.parent_runs
+        else (),
     )
 
 
