@@ -30,7 +30,9 @@ out="$(cd "$out" && pwd)"
 store="sqlite:///$out/mlflow.db"
 sweep="$project_dir/multirun/$experiment/$(date -u +%Y-%m-%d_%H-%M-%S)"
 
-train=("$python" -m repro.train -m "experiment=$experiment" "tracking.uri=$store" "hydra.sweep.dir=$sweep" "$@")
+# The runs go to the MLflow experiment named after the campaign (a tracking.experiment override breaks that).
+train=("$python" -m repro.train -m "experiment=$experiment" "tracking.uri=$store" "tracking.experiment=$experiment"
+    "hydra.sweep.dir=$sweep" "$@")
 started_s=$(date +%s)
 started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 status=0
@@ -54,7 +56,7 @@ source_args=(source=mlflow "mlflow.tracking_uri=$store" "mlflow.experiment=$expe
     echo "- started: $started; wall time of the sweep: ${wall_s} s ($(( wall_s / 60 )) min $(( wall_s % 60 )) s)"
     echo "- sweep exit code: $status; parent run: $parent; store: $store"
     echo "- git: $(git -C "$project_dir" rev-parse HEAD 2>/dev/null || echo unknown)"
-    echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //') x $(nproc)"
+    echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //') x $(getconf _NPROCESSORS_ONLN)"
     echo "- memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null)"
     if command -v nvidia-smi > /dev/null; then
         echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv,noheader | head -1)"
