@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 from repro.config import CONF_DIR
 from repro.preflight import _expand_jobs, preflight
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STUDY_MODELS = {f"model={m}" for m in ("mobilenet_v2", "nasnet_mobile", "xception", "resnet50", "vgg16")}
 
 
@@ -54,4 +56,19 @@ def test_gpu_campaign_passes_the_preflight_on_the_cpu(tmp_path: Path) -> None:
     preflight(
         ["-m", "experiment=replication_gpu", "gpu=cpu", "energy=codecarbon", f"dataset.cache_dir={tmp_path}"],
         CONF_DIR,
+    )
+
+
+def test_replication_script_never_writes_into_paper() -> None:
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "replication.sh"), "replication_cpu", "paper/replication/cpu"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: OUT_DIR=paper/replication/cpu is inside paper/, the committed reference; "
+        "write to reports/ and copy"
     )
