@@ -6,7 +6,8 @@
 # Runs `python -m repro.train -m experiment=EXPERIMENT` into its own store OUT_DIR/mlflow.db, then
 # `python -m repro.paper` (tables and figures into OUT_DIR/tables and OUT_DIR/figures) and
 # `python -m repro.stats.replication` (OUT_DIR/comparison.md) on this sweep's runs only, and writes
-# OUT_DIR/campaign.md: the commands, the machine and the wall time. If some jobs fail, the tables are
+# OUT_DIR/campaign.md: the commands, the machine, the energy methods and the wall time; README.md is
+# campaign.md followed by comparison.md. If some jobs fail, the tables are
 # still made from the runs that finished, and the script exits non-zero. TRAIN_TIMEOUT_S=N stops the
 # sweep after N seconds (SIGTERM: the job in progress ends KILLED) and still makes the tables.
 set -euo pipefail
@@ -62,6 +63,25 @@ source_args=(source=mlflow "mlflow.tracking_uri=$store" "mlflow.experiment=$expe
         echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,power.limit --format=csv,noheader | head -1)"
     fi
     echo "- torch: $("$python" -c 'import torch; print(torch.__version__)')"
+    echo "- energy: $(cd "$project_dir" && "$python" - "$store" "$parent" <<'PY'
+import sys
+from collections import Counter
+
+import mlflow
+
+from repro import names
+
+client = mlflow.MlflowClient(sys.argv[1])
+run = client.get_run(sys.argv[2])
+children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{sys.argv[2]}'")
+methods = Counter(
+    ", ".join(f"{c}={r.data.tags.get(names.energy_method_tag(c), '?')}" for c in names.COMPONENTS)
+    + f" (estimated: {r.data.tags.get(names.TAG_ENERGY_ESTIMATED, '?')})"
+    for r in children
+)
+print("; ".join(f"{text} in {count} run(s)" for text, count in methods.items()) or "no runs")
+PY
+)"
     echo
     echo "Commands:"
     echo
@@ -71,6 +91,7 @@ source_args=(source=mlflow "mlflow.tracking_uri=$store" "mlflow.experiment=$expe
     echo "$python -m repro.stats.replication ${source_args[*]}"
     echo '```'
 } > "$out/campaign.md"
+cat "$out/campaign.md" "$out/comparison.md" > "$out/README.md"
 echo
-echo "Report: $out (campaign.md, comparison.md, tables/, figures/)"
+echo "Report: $out/README.md (campaign.md + comparison.md; tables/, figures/)"
 exit "$status"

@@ -31,6 +31,7 @@ def test_sweep_to_tables(tmp_path: Path, data_cache: Path, cli_env: dict[str, st
         f"seed=range(0,{SEEDS})",
         "energy=codecarbon",
         "energy.lock=false",  # the test is not about the lock, and other measured jobs may share this machine
+        "training.threads=1",  # tiny jobs: a second thread only spins, and on a busy machine it costs minutes
         "training.max_steps_per_epoch=1",
         f"dataset.cache_dir={data_cache}",
         f"tracking.uri={uri}",
