@@ -188,13 +188,14 @@ def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: 
         for k, v in sorted(tags.items())
         if k.startswith("energy.method.")
     )
-    estimated = tags.get("energy_estimated") == "true"
+    estimated = tags.get(names.TAG_ENERGY_ESTIMATED) == "true"
     lines = [
-        f"**Energy** {number('energy_total_j', 'J')} in total ({number('energy_j_per_image', 'J/image', 4)}; "
-        f"GPU {number('gpu_energy_j_per_image', 'J/image', 4)})"
+        f"**Energy** {number(names.ENERGY_TOTAL_J, 'J')} in total "
+        f"({number(names.ENERGY_J_PER_IMAGE, 'J/image', 4)}; "
+        f"GPU {number(names.GPU_ENERGY_J_PER_IMAGE, 'J/image', 4)})"
         + (" - **partly an estimate**" if estimated else ""),
-        f"**F1** {number('f1', '', 4)} after {number('trained_epochs', 'epochs', 0)}, "
-        f"{number('duration_s', 's')}",
+        f"**F1** {number(names.F1, '', 4)} after {number(names.TRAINED_EPOCHS, 'epochs', 0)}, "
+        f"{number(names.DURATION_S, 's')}",
         f"**How measured** {methods or 'no meter'}",
         f"**Outcome** {reason}",
     ]
@@ -212,15 +213,14 @@ def log_epoch_figure(history: list[Mapping[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     figure, energy_axes = plt.subplots(figsize=(6, 3.5), layout="constrained")
-    energy = [row.get("epoch_energy_j", float("nan")) for row in history]
-    energy_axes.plot(epochs, energy, marker="o", color="C0", label="epoch_energy_j")
+    energy = [row.get(names.EPOCH_ENERGY_J, float("nan")) for row in history]
+    energy_axes.plot(epochs, energy, marker="o", color="C0", label=names.EPOCH_ENERGY_J)
     energy_axes.set_xlabel("epoch")
     energy_axes.xaxis.get_major_locator().set_params(integer=True)
     energy_axes.set_ylabel("energy per epoch (J)", color="C0")
     f1_axes = energy_axes.twinx()
-    f1_axes.plot(
-        epochs, [row.get("val_f1", float("nan")) for row in history], marker="s", color="C1", label="val_f1"
-    )
+    f1 = [row.get(names.VAL_F1, float("nan")) for row in history]
+    f1_axes.plot(epochs, f1, marker="s", color="C1", label=names.VAL_F1)
     f1_axes.set_ylabel("validation F1", color="C1")
     energy_axes.set_title("Energy and validation F1 per epoch", fontsize="medium")
     energy_axes.grid(alpha=0.3)
