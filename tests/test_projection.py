@@ -13,6 +13,9 @@ from repro.config import EnergyConfig
 from repro.energy.projection import EnergyProjection, is_stable, project
 from repro.train import JobContext, run
 
+#: The machine-wide measurement lock is not under test here; other jobs on a shared machine hold it.
+_NO_LOCK = ("energy.lock=false",)
+
 
 def _energy_cfg(**overrides: object) -> EnergyConfig:
     cfg = OmegaConf.structured(EnergyConfig)
@@ -50,7 +53,10 @@ def test_budget_names_itself_and_the_overshoot():
 
 def test_step_on_a_real_cpu_run_logs_projections_and_final_errors(compose_config, tracking_uri, tmp_path):
     cfg = compose_config(
-        "training.finetune_epochs=5", "energy.projection.start_epoch=2", "energy.projection.window=2"
+        "training.finetune_epochs=5",
+        "energy.projection.start_epoch=2",
+        "energy.projection.window=2",
+        *_NO_LOCK,
     )
     run(cfg, JobContext(output_dir=tmp_path / "job"))
 
@@ -76,7 +82,7 @@ def test_step_on_a_real_cpu_run_logs_projections_and_final_errors(compose_config
 
 
 def test_a_tiny_budget_stops_the_run_after_its_first_epoch(compose_config, tracking_uri, tmp_path):
-    cfg = compose_config("training.finetune_epochs=5", "energy.budget_j=0.001")
+    cfg = compose_config("training.finetune_epochs=5", "energy.budget_j=0.001", *_NO_LOCK)
     run(cfg, JobContext(output_dir=tmp_path / "job"))
 
     client = MlflowClient(tracking_uri)
@@ -96,7 +102,8 @@ def test_in_a_sweep_the_other_jobs_go_on_after_a_budget_stop(
 ):
     result = subprocess.run(
         cli("-m", "model=mobilenet_v2,resnet18", *smoke_overrides, "training.finetune_epochs=3",
-            "energy.projection.start_epoch=1", "energy.budget_j=0.001", f"hydra.sweep.dir={tmp_path / 's'}"),
+            "energy.projection.start_epoch=1", "energy.budget_j=0.001", f"hydra.sweep.dir={tmp_path / 's'}",
+            *_NO_LOCK),
         cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
