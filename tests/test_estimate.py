@@ -16,7 +16,7 @@ from repro.estimate import GPU_SPEC_KEYS, fit, published_runs
 from repro.estimate.__main__ import main
 from repro.estimate.features import STUDY_PARAMS_M
 from repro.estimate.model import conformal_quantile
-from repro.estimate.validate import SPLITS, _step_table, cross_validate, scores
+from repro.estimate.validate import SPLITS, cross_validate, scores, step_table
 
 #: Figures of `python -m repro.estimate validate` (paper/estimation/a_random_cv), pinned so that a
 #: change to the features, the model or the data shows up here.
@@ -101,7 +101,7 @@ def test_an_estimator_fits_in_seconds_and_flags_what_it_has_not_seen():
 
 
 def test_the_step_table_says_when_there_are_no_runs():
-    table = _step_table(None, "no MLflow store given")
+    table = step_table(None, "no MLflow store given")
     assert "no runs: no MLflow store given" in table.to_markdown()
 
 

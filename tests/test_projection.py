@@ -11,6 +11,7 @@ from tests.support import REPO_ROOT, cli
 
 from repro.config import EnergyConfig
 from repro.energy.projection import EnergyProjection, is_stable, project
+from repro.estimate.validate import step_runs_from_mlflow, step_table
 from repro.train import JobContext, run
 
 #: The machine-wide measurement lock is not under test here; other jobs on a shared machine hold it.
@@ -79,6 +80,14 @@ def test_step_on_a_real_cpu_run_logs_projections_and_final_errors(compose_config
     carbontracker = 100 * (epoch_energy[0] * 6 - total) / total
     assert metrics["energy_projection_carbontracker_error_pct"] == pytest.approx(carbontracker)
     assert recorded.data.tags["repro.end_reason"] == "completed"
+
+    # (d) of `python -m repro.estimate validate` reads these errors back
+    step_runs, source = step_runs_from_mlflow(tracking_uri, "repro")
+    table = step_table(step_runs, source).frame.set_index("method")
+    assert table.loc["STEP after epoch 3", "runs"] == 1
+    assert table.loc["STEP after epoch 3", "median_error_pct"] == pytest.approx(
+        metrics["energy_projection_error_pct_k3"]
+    )
 
 
 def test_a_tiny_budget_stops_the_run_after_its_first_epoch(compose_config, tracking_uri, tmp_path):

@@ -133,7 +133,7 @@ def validation_tables(
         _random_cv_table(all_scores[authors_protocol], len(runs)),
         _grouped_table(all_scores),
         _baselines_table(runs, splits),
-        _step_table(step_runs, step_source),
+        step_table(step_runs, step_source),
     ]
 
 
@@ -262,7 +262,7 @@ def step_runs_from_mlflow(
     return raw[raw[column].notna()].reset_index(drop=True), f"{tracking_uri}, experiment {experiment!r}"
 
 
-def _step_table(step_runs: pd.DataFrame | None, source: str) -> Table:
+def step_table(step_runs: pd.DataFrame | None, source: str) -> Table:
     rows = []
     if step_runs is None:
         rows.append(
