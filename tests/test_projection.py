@@ -14,8 +14,9 @@ from repro.energy.projection import EnergyProjection, is_stable, project
 from repro.estimate.validate import step_runs_from_mlflow, step_table
 from repro.train import JobContext, run
 
-#: The machine-wide measurement lock is not under test here; other jobs on a shared machine hold it.
-_NO_LOCK = ("energy.lock=false",)
+#: The machine-wide measurement lock is not under test here (other jobs on a shared machine hold it),
+#: and a small validation set keeps six epochs fast (every epoch validates on the whole set).
+_NO_LOCK = ("energy.lock=false", "dataset.val_fraction=0.05")
 
 
 def _energy_cfg(**overrides: object) -> EnergyConfig:
@@ -52,6 +53,7 @@ def test_budget_names_itself_and_the_overshoot():
     assert "exceed it by 9 gCO2e (900.0%)" in projection.budget_message
 
 
+@pytest.mark.slow
 def test_step_on_a_real_cpu_run_logs_projections_and_final_errors(compose_config, tracking_uri, tmp_path):
     cfg = compose_config(
         "training.finetune_epochs=5",
@@ -90,6 +92,7 @@ def test_step_on_a_real_cpu_run_logs_projections_and_final_errors(compose_config
     )
 
 
+@pytest.mark.slow
 def test_a_tiny_budget_stops_the_run_after_its_first_epoch(compose_config, tracking_uri, tmp_path):
     cfg = compose_config("training.finetune_epochs=5", "energy.budget_j=0.001", *_NO_LOCK)
     run(cfg, JobContext(output_dir=tmp_path / "job"))

@@ -37,14 +37,15 @@ FEATURES: tuple[str, ...] = (
 )
 #: The conf/gpu profile of each of the study's environments.
 STUDY_GPU_PROFILES: dict[str, str] = {"Local N": "gtx750ti", "Local ML": "rtx3070", "Cloud": "rtx3090"}
-#: Parameters (millions) of this package's versions of the study's networks with the study's
-#: one-output head (`measure_complexity`); the published data has no parameter column, and the
-#: Keras documentation's figures count the ImageNet classifiers that the study replaced.
+#: Parameters (millions) of this package's versions of the study's networks with the study's heads
+#: (conf/model/*.yaml with model.head=study, as experiment=paper trains them; `measure_complexity`).
+#: The published data has no parameter column, and the Keras documentation's figures count the
+#: ImageNet classifiers that the study replaced.
 STUDY_PARAMS_M: dict[str, float] = {
-    "mobilenet_v2": 0.688961,
-    "nasnet_mobile": 4.234035,
-    "xception": 20.809001,
-    "resnet50": 23.510081,
+    "mobilenet_v2": 1.344065,
+    "nasnet_mobile": 4.774675,
+    "xception": 22.906153,
+    "resnet50": 26.131521,
     "vgg16": 14.715201,
 }
 _REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -136,6 +137,7 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     needed = [
         "metrics.gpu_power_avg_w", "metrics.duration_s", "metrics.trained_epochs", "metrics.images_seen",
         "metrics.gflops", "metrics.params_m", "tags.repro.model", "tags.repro.gpu",
+        "params.dataset.image_size", "params.dataset.val_fraction", "params.training.batch_size",
         *[f"params.gpu.{key}" for key in GPU_SPEC_KEYS],
     ]  # fmt: skip
     if raw.empty or any(column not in raw for column in needed):
@@ -205,9 +207,11 @@ def job_features(cfg: DictConfig, architecture: str, complexity_cache: dict | No
     gflops, params_m = _complexity(cfg, complexity_cache if complexity_cache is not None else {})
     n_train, n_val = dataset_split_sizes(cfg.dataset)
     training = cfg.training
-    train_per_epoch = n_train
+    batch = training.batch_size
+    train_per_epoch = n_train // batch * batch if training.drop_last else n_train
+    val_per_epoch = n_val // batch * batch if training.drop_last else n_val
     if training.max_steps_per_epoch is not None:
-        train_per_epoch = min(n_train, training.max_steps_per_epoch * training.batch_size)
+        train_per_epoch = min(train_per_epoch, training.max_steps_per_epoch * batch)
     max_epochs = training.head_epochs + training.finetune_epochs
     earliest = training.head_epochs + min(training.early_stopping_patience, training.finetune_epochs)
     paper_protocol = (
@@ -230,7 +234,7 @@ def job_features(cfg: DictConfig, architecture: str, complexity_cache: dict | No
         gpu=str(cfg.gpu.name),
         values=values,
         train_images_per_epoch=train_per_epoch,
-        val_images_per_epoch=n_val,
+        val_images_per_epoch=val_per_epoch,
         max_epochs=max_epochs,
         earliest_epochs=min(earliest, max_epochs),
         paper_protocol=paper_protocol,

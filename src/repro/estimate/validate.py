@@ -297,7 +297,7 @@ def step_table(step_runs: pd.DataFrame | None, source: str) -> Table:
         (
             Column("method", "Projection", "Projection"),
             Column("runs", "Runs", "Runs"),
-            Column("mean_abs_error_pct", "Mean |error| (%)", "Mean $|$error$|$ (\\%)", fixed(1)),
+            Column("mean_abs_error_pct", "Mean abs. error (%)", "Mean abs. error (\\%)", fixed(1)),
             Column("median_error_pct", "Median error (%)", "Median error (\\%)", fixed(1)),
         ),
         notes=(
