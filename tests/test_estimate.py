@@ -44,6 +44,7 @@ def test_the_study_gpus_carry_their_published_specs():
         assert (cfg.cuda_cores, cfg.memory_gb, cfg.tdp_w) == (cores, memory_gb, tdp_w)
 
 
+@pytest.mark.slow
 def test_study_parameter_counts_match_the_models_this_package_trains():
     from repro.models import create_model, measure_complexity
 
