@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 MLFLOW_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint ui paper-tables report mlflow-server replication
+.PHONY: help install run test test-fast lint ui paper-tables report estimation-tables mlflow-server replication
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ report: $(STAMP) ## one self-contained HTML report: python -m repro.report [sour
 
 replication: $(STAMP) ## RQ1 on this machine's CPU (about 30 min): experiment=replication_cpu, its tables into reports/replication_cpu/
 	PYTHON=$(BIN)/python scripts/replication.sh replication_cpu reports/replication_cpu
+
+estimation-tables: $(STAMP) ## the energy estimator's validation tables into paper/estimation/ (deterministic)
+	$(BIN)/python -m repro.estimate validate
 
 mlflow-server: $(STAMP) ## a shared MLflow server for cluster sweeps: SQLite + artifacts under mlflow-server/ (MLFLOW_HOST, MLFLOW_PORT, MLFLOW_ARGS)
 	MLFLOW_HOST=$(MLFLOW_HOST) MLFLOW_PORT=$(MLFLOW_PORT) MLFLOW=$(BIN)/mlflow scripts/mlflow_server.sh $(MLFLOW_ARGS)

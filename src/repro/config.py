@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -70,6 +71,15 @@ class TrainingConfig:
 
 
 @dataclass
+class ProjectionConfig:
+    """STEP: the run's total energy projected from its latest epochs (repro.energy.projection)."""
+
+    start_epoch: Any = "auto"  # 1-based epoch to project from, or "auto": once epoch energies are stable
+    window: int = 3  # epochs averaged for the projection
+    tolerance: float = 0.1  # auto: stable once the window's (max - min) / mean is below this
+
+
+@dataclass
 class EnergyConfig:
     """Which meters measure the job and the study's measurement protocol around it."""
 
@@ -81,6 +91,9 @@ class EnergyConfig:
     cooldown_s: float = 0.0  # between runs
     baseline_s: float = 0.0  # idle power measured before each run
     lock: bool = True  # refuse a second measured job on the same machine
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    budget_j: float | None = None  # stop after the first epoch whose projected energy exceeds it
+    budget_gco2: float | None = None  # the same in gCO2e (needs carbon_intensity_g_per_kwh)
 
 
 @dataclass
@@ -99,8 +112,11 @@ class GpuConfig:
     name: str = MISSING
     label: str = MISSING  # human label, e.g. the study's "Cloud"
     device_match: str | None = None  # whole words of the device name, any case ("A100"); None: CPU or auto
-    tdp_w: float | None = None  # max power limit
+    tdp_w: float | None = None  # nominal TDP (board power) from the spec sheet
     memory_gb: float | None = None
+    cuda_cores: int | None = None  # published specs, read by repro.estimate; None: not known
+    fp32_tflops: float | None = None  # peak FP32 throughput
+    specs_source: str | None = None  # where the specs come from, e.g. the vendor's datasheet
     slurm: SlurmResources = field(default_factory=SlurmResources)
 
 

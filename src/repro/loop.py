@@ -68,6 +68,8 @@ class LoopHooks:
     # Checked between batches. A stop (SIGTERM) is honoured there rather than wherever the signal
     # lands, so it never interrupts a meter reading or a database write halfway.
     should_stop: Callable[[], bool] = lambda: False
+    # Checked after each epoch: True ends training there, with the epoch's metrics (an energy budget).
+    end_after_epoch: Callable[[], bool] = lambda: False
 
 
 class TrainingStopped(BaseException):
@@ -192,6 +194,8 @@ def train(
     for _ in range(cfg.head_epochs):
         _run_epoch(model, data, cfg, device, head_optimizer, "head", epoch, hooks, result)
         epoch += 1
+        if hooks.end_after_epoch():
+            return result
 
     set_base_trainable(model, True)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.finetune_lr, momentum=cfg.momentum)
@@ -202,6 +206,8 @@ def train(
     for _ in range(cfg.finetune_epochs):
         record = _run_epoch(model, data, cfg, device, optimizer, "finetune", epoch, hooks, result)
         epoch += 1
+        if hooks.end_after_epoch():
+            break
         plateau.step(record.val_accuracy)
         if stopper.should_stop(record.val_accuracy):
             result.stopped_early = True

@@ -63,6 +63,24 @@ def _expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(combined, None) for job in batch]
 
 
+def compose_jobs(
+    overrides: list[str], multirun: bool, conf_dir: Path
+) -> list[tuple[dict[str, str], DictConfig]]:
+    """Every job that `overrides` asks for, expanded as Hydra's basic sweeper would, and composed.
+
+    Returns:
+        (the job's config-group choices, its config without the `hydra` node) per job. Raises
+        `UserError` on a bad override or config.
+    """
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        jobs = []
+        for job_overrides in _expand_jobs(overrides, multirun):
+            cfg = _compose(job_overrides)
+            choices = {str(key): str(value) for key, value in cfg.hydra.runtime.choices.items()}
+            jobs.append((choices, OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])))
+        return jobs
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     try:
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -134,8 +152,10 @@ def validate_job(
         import torch
 
         from repro.energy import create_monitor
+        from repro.energy.projection import check_projection
 
         create_monitor(cfg.energy, torch.device("cpu"), Path("."))  # validates only; starts nothing
+        check_projection(cfg.energy)
     if once(f"tracking:{cfg.tracking.uri}"):
         from repro.tracking import check_tracking_uri
 

@@ -31,6 +31,7 @@ from repro import loop, names, tracking
 from repro.config import CONF_DIR, register_configs
 from repro.data import DataBundle, build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
+from repro.energy.projection import EnergyProjection
 from repro.environments import resolve_device
 from repro.errors import exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
@@ -117,13 +118,15 @@ def _measured_training(
             "energy.method.* tags); no hardware counter was readable for every component.",
             file=sys.stderr,
         )
-    recorder = _EpochRecorder(monitor)
+    recorder = _EpochRecorder(monitor, _projection(cfg, monitor))
     status, reason, result = "FINISHED", "completed", None
     started = time.perf_counter()
     try:
         with _sigterm_requests_stop() as stop_requested:
-            hooks = loop.LoopHooks(recorder.scope, recorder.on_epoch_end, stop_requested.is_set)
+            over_budget = recorder.projection.budget_exceeded
+            hooks = loop.LoopHooks(recorder.scope, recorder.on_epoch_end, stop_requested.is_set, over_budget)
             result = loop.train(model, data, cfg.training, device, hooks)
+        reason = recorder.projection.budget_message or reason
     except KeyboardInterrupt:
         status, reason = "KILLED", "interrupted by the user (SIGINT)"
         raise
@@ -158,6 +161,7 @@ def _record_outcome(
         names.IMAGES_SEEN: recorder.images_seen,
         names.TRAINED_EPOCHS: len(recorder.history),
         **monitor.run_metrics(total, recorder.images_seen, duration_s),
+        **recorder.projection.final_metrics(),
     }
     if result is not None:
         metrics.update(result.metrics)
@@ -171,11 +175,20 @@ def _record_outcome(
             mlflow.log_artifact(str(path))
 
 
+def _projection(cfg: DictConfig, monitor: EnergyMonitor) -> EnergyProjection:
+    """STEP's projection and the energy budget for this job's epochs (`repro.energy.projection`)."""
+    training = cfg.training
+    earliest = training.head_epochs + min(training.early_stopping_patience, training.finetune_epochs)
+    max_epochs = training.head_epochs + training.finetune_epochs
+    return EnergyProjection(cfg.energy, max_epochs, earliest, lambda: monitor.carbon_intensity()[0])
+
+
 class _EpochRecorder:
     """Per-epoch energy windows, MLflow metrics with step=epoch, and the history table."""
 
-    def __init__(self, monitor: EnergyMonitor) -> None:
+    def __init__(self, monitor: EnergyMonitor, projection: EnergyProjection) -> None:
         self.monitor = monitor
+        self.projection = projection
         self.history: list[dict[str, Any]] = []
         self.images_seen = 0
         self._last_window_metrics: dict[str, float] = {}
@@ -196,8 +209,9 @@ class _EpochRecorder:
             names.LEARNING_RATE: record.learning_rate,
             **self._last_window_metrics,
         }
-        tracking.log_metrics(metrics, step=record.epoch)
-        self.history.append({**record.as_row(), **self._last_window_metrics})
+        projected = self.projection.on_epoch(self._last_window_metrics.get("epoch_energy_j"))
+        tracking.log_metrics({**metrics, **projected}, step=record.epoch)
+        self.history.append({**record.as_row(), **self._last_window_metrics, **projected})
 
     def write_history(self, path: Path) -> None:
         if not self.history:

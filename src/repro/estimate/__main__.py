@@ -1,0 +1,89 @@
+"""`python -m repro.estimate [-m] <repro.train overrides> [estimate.KEY=VALUE ...]` and `... validate`.
+
+    python -m repro.estimate -m model=resnet50,vgg16 gpu=t4,a100 training=paper
+    python -m repro.estimate experiment=paper gpu=rtx3090 estimate.csv=estimate.csv
+    python -m repro.estimate validate [estimate.tracking_uri=sqlite:///mlflow.db estimate.experiment=repro]
+
+Keys of the estimate itself (everything else goes to the jobs, as for `repro.train`):
+`estimate.csv=PATH`, `estimate.sources=[published,mlflow]`, `estimate.tracking_uri`,
+`estimate.experiment` (the MLflow runs added to the fit, and read by validate's STEP table),
+`estimate.out_dir` (validate's tables; default paper/estimation), `estimate.selection=random|configuration`
+(how the kernel is chosen, see `repro.estimate.model`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from repro.errors import UserError, exit_on_user_error
+
+_KEYS = ("csv", "sources", "selection", "tracking_uri", "experiment", "out_dir")
+_SOURCES = ("published", "mlflow")
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def _split_args(argv: list[str]) -> tuple[bool, bool, dict[str, str], list[str]]:
+    """(validate?, multirun?, estimate.* keys, the jobs' overrides)."""
+    validate = bool(argv) and argv[0] == "validate"
+    args = argv[1:] if validate else argv
+    multirun = False
+    keys: dict[str, str] = {}
+    overrides: list[str] = []
+    for arg in args:
+        if arg in ("-m", "--multirun"):
+            multirun = True
+        elif arg.startswith("estimate."):
+            key, sep, value = arg.removeprefix("estimate.").partition("=")
+            if not sep or key not in _KEYS:
+                raise UserError(
+                    f"{arg} is not an estimate setting; known: {', '.join('estimate.' + k for k in _KEYS)}"
+                )
+            keys[key] = value
+        elif arg.startswith("-"):
+            raise UserError(f"{arg} is not an option of repro.estimate; use -m for a sweep")
+        else:
+            overrides.append(arg)
+    if validate and (overrides or multirun):
+        raise UserError("validate takes only estimate.* settings (tracking_uri, experiment, out_dir)")
+    return validate, multirun, keys, overrides
+
+
+def _sources(keys: dict[str, str]) -> list[str]:
+    sources = [s.strip() for s in keys.get("sources", "published").strip("[]").split(",") if s.strip()]
+    unknown = [s for s in sources if s not in _SOURCES]
+    if unknown or not sources:
+        raise UserError(f"estimate.sources={keys.get('sources')} must list {' and/or '.join(_SOURCES)}")
+    if "mlflow" in sources and not keys.get("experiment"):
+        raise UserError(
+            "estimate.sources with mlflow needs estimate.experiment=NAME (and estimate.tracking_uri)"
+        )
+    return sources
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one line and exit code 2 on bad input, before anything is fitted."""
+    with exit_on_user_error():
+        validate, multirun, keys, overrides = _split_args(sys.argv[1:] if argv is None else argv)
+        if validate:
+            from repro.estimate.validate import write_validation
+
+            out_dir = Path(keys.get("out_dir", "paper/estimation"))
+            out_dir = out_dir if out_dir.is_absolute() else _REPO_ROOT / out_dir
+            written = write_validation(
+                out_dir,
+                keys.get("tracking_uri", "sqlite:///mlflow.db")
+                if "experiment" in keys
+                else keys.get("tracking_uri"),
+                keys.get("experiment"),
+            )
+            print(f"wrote {len(written)} files to {out_dir}")
+            return
+        from repro.estimate.report import estimate_jobs
+
+        sources = _sources(keys)
+        estimate_jobs(overrides, multirun, sources, keys)
+
+
+if __name__ == "__main__":
+    main()

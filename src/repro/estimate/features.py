@@ -1,0 +1,311 @@
+"""What the estimator knows about a training job: the architecture, the data and the GPU's specs.
+
+The published runs and a job about to run are described by the same columns (`FEATURES`). Two
+targets are learnt: the GPU's mean power (`power_w`) and the wall time per processed image
+(`ms_per_image`, training and validation images, as the study counted them); energy per image is
+their product.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from repro.config import CONF_DIR
+from repro.errors import UserError
+
+#: The GPU specs every profile in conf/gpu/ carries (published values; see each file's specs_source).
+GPU_SPEC_KEYS: tuple[str, ...] = ("cuda_cores", "memory_gb", "tdp_w", "fp32_tflops")
+#: The model's inputs. Sizes and specs enter as logarithms; a feature that never varies in the
+#: training data cannot be learnt and is left out of the fit (a job that differs in it is flagged).
+FEATURES: tuple[str, ...] = (
+    "log_gflops",
+    "log_params_m",
+    "image_size",
+    "batch_size",
+    "train_images",
+    "val_images",
+    "log_cuda_cores",
+    "log_memory_gb",
+    "log_tdp_w",
+    "log_fp32_tflops",
+)
+#: The conf/gpu profile of each of the study's environments.
+STUDY_GPU_PROFILES: dict[str, str] = {"Local N": "gtx750ti", "Local ML": "rtx3070", "Cloud": "rtx3090"}
+#: Parameters (millions) of this package's versions of the study's networks with the study's heads
+#: (conf/model/*.yaml with model.head=study, as experiment=paper trains them; `measure_complexity`).
+#: The published data has no parameter column, and the Keras documentation's figures count the
+#: ImageNet classifiers that the study replaced.
+STUDY_PARAMS_M: dict[str, float] = {
+    "mobilenet_v2": 1.344065,
+    "nasnet_mobile": 4.774675,
+    "xception": 22.906153,
+    "resnet50": 26.131521,
+    "vgg16": 14.715201,
+}
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+PUBLISHED_DATA = _REPO_ROOT / "paper" / "data" / "dl-training-energy-consumption-dataset.parquet"
+PUBLISHED_EXCLUSIONS = _REPO_ROOT / "paper" / "data" / "exclusions.csv"
+
+
+def gpu_specs_of_profile(name: str) -> dict[str, float | None]:
+    """The specs of conf/gpu/NAME.yaml (None where the profile lacks one)."""
+    path = CONF_DIR / "gpu" / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"gpu={name} has no profile in {CONF_DIR / 'gpu'}")
+    profile = OmegaConf.load(path)
+    return {key: profile.get(key) for key in GPU_SPEC_KEYS}
+
+
+def add_log_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the `log_*` columns of `FEATURES` from their raw columns."""
+    out = frame.copy()
+    for name in FEATURES:
+        if name.startswith("log_"):
+            out[name] = np.log(out[name.removeprefix("log_")].astype(float))
+    return out
+
+
+def published_runs(
+    data_path: Path = PUBLISHED_DATA, exclusions_path: Path = PUBLISHED_EXCLUSIONS
+) -> pd.DataFrame:
+    """The study's 351 runs (after the authors' exclusions) as features, targets and what was measured.
+
+    Columns: `architecture`, `environment`, `gpu`, the raw features, `FEATURES`, the targets
+    `power_w` and `ms_per_image`, and `epochs`, `images`, `duration_s`, `energy_j`,
+    `gpu_usage_pct`, `memory_used_gb` (for the baselines).
+    """
+    from repro.stats.runs import PUBLISHED_ENVIRONMENTS, load_published
+
+    kept = load_published(data_path, exclusions_path).runs[["environment", "architecture", "run"]]
+    raw = pd.read_parquet(data_path)
+    raw = raw.assign(
+        environment=raw["training environment"].map(PUBLISHED_ENVIRONMENTS),
+        architecture=raw["architecture"].astype(str),
+        run=raw["run"].astype(int).astype(str),
+    )
+    raw = kept.merge(raw, on=["environment", "architecture", "run"], how="left", validate="one_to_one")
+    images = raw["total seen images"].astype(float)
+    frame = pd.DataFrame(
+        {
+            "architecture": raw["architecture"],
+            "environment": raw["environment"],
+            "gpu": raw["environment"].map(STUDY_GPU_PROFILES),
+            "gflops": raw["GFLOPs"].astype(float),
+            "params_m": raw["architecture"].map(STUDY_PARAMS_M).astype(float),
+            "image_size": 128.0,  # the study's protocol (PROTOCOL.md); not a column of the data
+            "batch_size": raw["batch size"].astype(float),
+            "train_images": raw["training size"].astype(float),
+            "val_images": raw["validation size"].astype(float),
+            "power_w": raw["average power draw (W)"].astype(float),
+            "ms_per_image": raw["training duration (h)"] * 3.6e6 / images,
+            "epochs": raw["trained epochs"].astype(float),
+            "images": images,
+            "duration_s": raw["training duration (h)"] * 3600.0,
+            "energy_j": raw["energy (MJ)"] * 1e6,
+            "gpu_usage_pct": raw["gpu usage (%)"].astype(float),
+            "memory_used_gb": raw["average memory used (MB)"] / 1000.0,
+        }
+    )
+    specs = pd.DataFrame([gpu_specs_of_profile(name) for name in frame["gpu"]], dtype=float)
+    return add_log_features(pd.concat([frame, specs], axis=1))
+
+
+def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """Your own finished GPU runs from MLflow, in the same columns as `published_runs`.
+
+    A run counts when it has the GPU's mean power (`gpu_power_avg_w`, NVML), its duration and epochs,
+    and a GPU profile with specs (the `gpu.*` params). Images per epoch are the training images
+    (`images_seen / trained_epochs`) plus the validation images implied by `dataset.val_fraction`.
+    """
+    import mlflow
+
+    from repro.stats.runs import _check_readable
+
+    _check_readable(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise UserError(f"estimate.experiment={experiment!r} is not in {tracking_uri}")
+    mlflow.set_tracking_uri(tracking_uri)
+    raw = mlflow.search_runs(experiment_ids=[found.experiment_id], output_format="pandas")
+    needed = [
+        "metrics.gpu_power_avg_w", "metrics.duration_s", "metrics.trained_epochs", "metrics.images_seen",
+        "metrics.gflops", "metrics.params_m", "tags.repro.model", "tags.repro.gpu",
+        "params.dataset.image_size", "params.dataset.val_fraction", "params.training.batch_size",
+        *[f"params.gpu.{key}" for key in GPU_SPEC_KEYS],
+    ]  # fmt: skip
+    if raw.empty or any(column not in raw for column in needed):
+        return pd.DataFrame()
+    raw = raw[(raw["status"] == "FINISHED") & raw[needed].notna().all(axis=1)]
+    raw = raw[~raw[[f"params.gpu.{key}" for key in GPU_SPEC_KEYS]].isin(["None", ""]).any(axis=1)]
+    if raw.empty:
+        return pd.DataFrame()
+    epochs = raw["metrics.trained_epochs"].astype(float)
+    train_images = raw["metrics.images_seen"].astype(float) / epochs
+    fraction = raw["params.dataset.val_fraction"].astype(float)
+    val_images = (train_images * fraction / (1 - fraction)).round()
+    images = epochs * (train_images + val_images)
+    duration_s = raw["metrics.duration_s"].astype(float)
+    power_w = raw["metrics.gpu_power_avg_w"].astype(float)
+    frame = pd.DataFrame(
+        {
+            "architecture": raw["tags.repro.model"].astype(str),
+            "environment": raw["tags.repro.gpu"].astype(str),
+            "gpu": raw["tags.repro.gpu"].astype(str),
+            "gflops": raw["metrics.gflops"].astype(float),
+            "params_m": raw["metrics.params_m"].astype(float),
+            "image_size": raw["params.dataset.image_size"].astype(float),
+            "batch_size": raw["params.training.batch_size"].astype(float),
+            "train_images": train_images,
+            "val_images": val_images,
+            "power_w": power_w,
+            "ms_per_image": duration_s * 1000 / images,
+            "epochs": epochs,
+            "images": images,
+            "duration_s": duration_s,
+            "energy_j": power_w * duration_s,
+            "gpu_usage_pct": raw.get("metrics.gpu_usage_pct", pd.Series(np.nan, index=raw.index)).astype(
+                float
+            ),
+            "memory_used_gb": raw.get("metrics.gpu_mem_used_mb", pd.Series(np.nan, index=raw.index)) / 1000.0,
+            **{key: raw[f"params.gpu.{key}"].astype(float) for key in GPU_SPEC_KEYS},
+        }
+    ).reset_index(drop=True)
+    return add_log_features(frame)
+
+
+@dataclass(frozen=True)
+class JobFeatures:
+    """One job as the estimator sees it, plus what turns per-image figures into a run's totals."""
+
+    architecture: str
+    gpu: str
+    values: dict[str, float]  # the raw features (gflops, params_m, sizes, GPU specs)
+    train_images_per_epoch: int  # what the run's `images_seen` counts per epoch
+    val_images_per_epoch: int
+    max_epochs: int
+    earliest_epochs: int  # where early stopping can fire first
+    paper_protocol: bool  # the study's training protocol, so the published epochs apply
+    intensity_g_per_kwh: float | None
+
+
+def job_features(cfg: DictConfig, architecture: str, complexity_cache: dict | None = None) -> JobFeatures:
+    """Describe one composed job; raise `UserError` if its GPU profile lacks specs."""
+    specs = gpu_specs(cfg.gpu)
+    missing = [key for key in GPU_SPEC_KEYS if specs.get(key) is None]
+    if missing:
+        raise UserError(
+            f"gpu={cfg.gpu.name} lacks the spec(s) {', '.join(missing)} that the estimate needs; "
+            f"set them in conf/gpu/{cfg.gpu.name}.yaml or on the command line (gpu.{missing[0]}=...)"
+        )
+    gflops, params_m = _complexity(cfg, complexity_cache if complexity_cache is not None else {})
+    n_train, n_val = dataset_split_sizes(cfg.dataset)
+    training = cfg.training
+    batch = training.batch_size
+    train_per_epoch = n_train // batch * batch if training.drop_last else n_train
+    val_per_epoch = n_val // batch * batch if training.drop_last else n_val
+    if training.max_steps_per_epoch is not None:
+        train_per_epoch = min(train_per_epoch, training.max_steps_per_epoch * batch)
+    max_epochs = training.head_epochs + training.finetune_epochs
+    earliest = training.head_epochs + min(training.early_stopping_patience, training.finetune_epochs)
+    paper_protocol = (
+        training.head_epochs == 10
+        and training.finetune_epochs == 140
+        and training.early_stopping_patience == 20
+        and math.isclose(training.early_stopping_min_delta, 1e-3)
+    )
+    values = {
+        "gflops": gflops,
+        "params_m": params_m,
+        "image_size": float(cfg.dataset.image_size),
+        "batch_size": float(training.batch_size),
+        "train_images": float(n_train),
+        "val_images": float(n_val),
+        **{key: float(specs[key]) for key in GPU_SPEC_KEYS},
+    }
+    return JobFeatures(
+        architecture=architecture,
+        gpu=str(cfg.gpu.name),
+        values=values,
+        train_images_per_epoch=train_per_epoch,
+        val_images_per_epoch=val_per_epoch,
+        max_epochs=max_epochs,
+        earliest_epochs=min(earliest, max_epochs),
+        paper_protocol=paper_protocol,
+        intensity_g_per_kwh=cfg.energy.carbon_intensity_g_per_kwh,
+    )
+
+
+def gpu_specs(gpu_cfg: DictConfig) -> dict[str, float | None]:
+    """A profile's specs; for `gpu=auto`, what NVML reports about the first GPU, the rest None."""
+    if gpu_cfg.name == "auto":
+        return _nvml_specs()
+    return {key: gpu_cfg.get(key) for key in GPU_SPEC_KEYS}
+
+
+def _nvml_specs() -> dict[str, float | None]:
+    """NVML's memory, default power limit (the board's TDP) and core count; no guesses for the rest."""
+    specs: dict[str, float | None] = dict.fromkeys(GPU_SPEC_KEYS)
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception as error:  # pynvml missing, or no NVIDIA driver
+        raise UserError(f"gpu=auto: NVML cannot describe a GPU here ({error}); name a gpu= profile") from None
+    try:
+        if pynvml.nvmlDeviceGetCount() == 0:
+            raise UserError("gpu=auto: NVML sees no GPU here; name a gpu= profile")
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        specs["memory_gb"] = pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9
+        for key, read in (
+            ("tdp_w", lambda: pynvml.nvmlDeviceGetPowerManagementDefaultLimit(handle) / 1000.0),
+            ("cuda_cores", lambda: float(pynvml.nvmlDeviceGetNumGpuCores(handle))),
+        ):
+            try:
+                specs[key] = read()
+            except (pynvml.NVMLError, AttributeError):
+                specs[key] = None  # this driver or pynvml cannot tell; left missing
+    finally:
+        pynvml.nvmlShutdown()
+    return specs
+
+
+def dataset_split_sizes(cfg: DictConfig) -> tuple[int, int]:
+    """(training, validation) image counts of a dataset config, without loading any image."""
+    from repro.data import _scan_folder  # the dataset's own rules for what counts as an image
+
+    if cfg.name == "digits":
+        total = 1797  # scikit-learn's handwritten digits
+    elif cfg.name == "synthetic":
+        total = int(cfg.num_images)
+    elif cfg.name == "imagefolder":
+        samples, _ = _scan_folder(Path(cfg.path))
+        total = len(samples)
+    else:
+        raise UserError(f"dataset={cfg.name}: the estimate does not know how many images it has")
+    n_val = math.ceil(cfg.val_fraction * total)  # scikit-learn's train_test_split rounds the test side up
+    return total - n_val, n_val
+
+
+def _complexity(cfg: DictConfig, cache: dict) -> tuple[float, float]:
+    """GFLOPs and parameters of the job's network at its image size, built once per distinct model."""
+    key = (OmegaConf.to_yaml(cfg.model), int(cfg.dataset.image_size))
+    if key not in cache:
+        import dataclasses
+
+        from repro.config import ModelConfig
+        from repro.models import create_model, measure_complexity
+
+        model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+        model = create_model(
+            dataclasses.replace(model_cfg, pretrained=False, weights_file=None), num_classes=1
+        )
+        complexity = measure_complexity(model, int(cfg.dataset.image_size))
+        cache[key] = (complexity.gflops, complexity.params_m)
+    return cache[key]

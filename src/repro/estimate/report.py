@@ -1,0 +1,231 @@
+"""Estimates for every job of a request, before anything trains: the table, the sweep total, the CSV.
+
+Energy is the GPU's, as in the study's data the estimator learns from. Per job:
+
+- J/image: PRE's estimate with its split-conformal 90% interval, per training image (the run's
+  `gpu_energy_j_per_image`);
+- epochs: a range for early stopping. Under the study's protocol (10 + 140 epochs, patience 20)
+  it is the 5th-95th percentile of the published runs' trained epochs for that architecture
+  (all architectures when it is not one of the study's), with the median as the point estimate;
+  under any other protocol it runs from the first epoch at which early stopping can fire to the
+  most epochs, with the most as the point;
+- energy (kWh), duration (h) and gCO2e: point x median epochs; low: interval low x fewest
+  epochs; high: interval high x most epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from repro.config import CONF_DIR
+from repro.errors import UserError
+from repro.estimate.features import JobFeatures, add_log_features, job_features, published_runs
+from repro.estimate.model import Estimator, fit
+
+#: CodeCarbon's world-average carbon intensity (gCO2e/kWh), used when the job sets none.
+WORLD_AVERAGE_G_PER_KWH = 475.0
+_J_PER_KWH = 3.6e6
+#: The CSV's columns after `model` and `gpu`: run metrics, each with `_low` and `_high`.
+CSV_METRICS = ("gpu_energy_j_per_image", "energy_gpu_j", "duration_s", "emissions_g", "trained_epochs")
+
+
+def estimate_jobs(
+    overrides: list[str], multirun: bool, sources: list[str], keys: dict[str, str]
+) -> pd.DataFrame:
+    """Check and describe every job, fit PRE, print the table and the total; returns the rows."""
+    from repro.config import register_configs
+    from repro.preflight import compose_jobs, validate_job
+
+    register_configs()
+    jobs = compose_jobs(overrides, multirun, CONF_DIR)
+    checked: set[str] = set()
+    cache: dict = {}
+    described = []
+    for choices, cfg in jobs:
+        validate_job(cfg, check_hardware=False, already_checked=checked)  # the GPU may be elsewhere
+        architecture = choices.get("model") or str(cfg.model.name)
+        described.append(job_features(cfg, architecture, cache))
+    runs = training_runs(sources, keys)
+    estimator = fit(runs, selection=keys.get("selection", "random"))
+    published_epochs = runs.loc[runs["source"] == "published", ["architecture", "epochs"]]
+    rows = pd.DataFrame([_estimate(job, estimator, published_epochs) for job in described])
+    _print(rows, estimator, len(runs))
+    if keys.get("csv"):
+        _write_csv(rows, Path(keys["csv"]))
+    return rows
+
+
+def training_runs(sources: list[str], keys: dict[str, str]) -> pd.DataFrame:
+    """The runs the estimator learns from: the published ones and/or your own MLflow runs."""
+    parts = []
+    if "published" in sources:
+        parts.append(published_runs().assign(source="published"))
+    if "mlflow" in sources:
+        from repro.estimate.features import mlflow_runs
+
+        own = mlflow_runs(keys.get("tracking_uri", "sqlite:///mlflow.db"), keys["experiment"])
+        if own.empty:
+            print(
+                "note: no MLflow run has the GPU power, duration and GPU specs the fit needs", file=sys.stderr
+            )
+        else:
+            parts.append(own.assign(source="mlflow"))
+    if not parts:
+        raise UserError("no runs to fit the estimator on; use estimate.sources=[published] or train on a GPU")
+    return pd.concat(parts, ignore_index=True)
+
+
+def epoch_range(job: JobFeatures, published_epochs: pd.DataFrame) -> tuple[int, int, int, str]:
+    """(point, low, high, how it was chosen) for the number of epochs the job will train."""
+    if job.paper_protocol and len(published_epochs):
+        same = published_epochs[published_epochs["architecture"] == job.architecture]["epochs"]
+        pool, which = (
+            (same, job.architecture) if len(same) else (published_epochs["epochs"], "all architectures")
+        )
+        low, point, high = (int(round(v)) for v in np.percentile(pool.to_numpy(float), [5, 50, 95]))
+        clip = lambda e: min(max(e, job.earliest_epochs), job.max_epochs)  # noqa: E731
+        return clip(point), clip(low), clip(high), f"published runs' epochs ({which}), 5th-95th percentile"
+    return job.max_epochs, job.earliest_epochs, job.max_epochs, "earliest early stop to the most epochs"
+
+
+def _estimate(job: JobFeatures, estimator: Estimator, published_epochs: pd.DataFrame) -> dict:
+    features = add_log_features(pd.DataFrame([job.values]))
+    predicted = estimator.predict(features).iloc[0]
+    epochs, epochs_low, epochs_high, how = epoch_range(job, published_epochs)
+    processed = job.train_images_per_epoch + job.val_images_per_epoch  # the study counted both
+
+    def energy_j(per_image: float, n_epochs: int) -> float:
+        return per_image * n_epochs * processed
+
+    def duration_s(ms: float, n_epochs: int) -> float:
+        return ms / 1000 * n_epochs * processed
+
+    intensity = job.intensity_g_per_kwh if job.intensity_g_per_kwh is not None else WORLD_AVERAGE_G_PER_KWH
+    row = {"model": job.architecture, "gpu": job.gpu}
+    energy = {
+        "": energy_j(predicted["j_per_image"], epochs),
+        "_low": energy_j(predicted["j_per_image_low"], epochs_low),
+        "_high": energy_j(predicted["j_per_image_high"], epochs_high),
+    }
+    duration = {
+        "": duration_s(predicted["ms_per_image"], epochs),
+        "_low": duration_s(predicted["ms_per_image_low"], epochs_low),
+        "_high": duration_s(predicted["ms_per_image_high"], epochs_high),
+    }
+    per_train_image = processed / job.train_images_per_epoch
+    for suffix, key in (("", "j_per_image"), ("_low", "j_per_image_low"), ("_high", "j_per_image_high")):
+        row[f"gpu_energy_j_per_image{suffix}"] = predicted[key] * per_train_image
+    for suffix in ("", "_low", "_high"):
+        row[f"energy_gpu_j{suffix}"] = energy[suffix]
+    for suffix in ("", "_low", "_high"):
+        row[f"duration_s{suffix}"] = duration[suffix]
+    for suffix in ("", "_low", "_high"):
+        row[f"emissions_g{suffix}"] = energy[suffix] / _J_PER_KWH * intensity
+    row.update(trained_epochs=epochs, trained_epochs_low=epochs_low, trained_epochs_high=epochs_high)
+    row["epochs_from"] = how
+    row["carbon_intensity_g_per_kwh"] = intensity
+    row["out_of_distribution"] = "; ".join(
+        estimator.out_of_distribution(job.architecture, job.gpu, job.values)
+    )
+    return row
+
+
+def _interval(value: float, low: float, high: float, digits: int) -> str:
+    def show(v: float) -> str:
+        return "inf" if math.isinf(v) else f"{v:.{digits}f}"
+
+    return f"{show(value)} [{show(low)}-{show(high)}]"
+
+
+def _print(rows: pd.DataFrame, estimator: Estimator, n_runs: int) -> None:
+    table = pd.DataFrame(
+        {
+            "model": rows["model"],
+            "gpu": rows["gpu"],
+            "J/image [90%]": [
+                _interval(
+                    r.gpu_energy_j_per_image, r.gpu_energy_j_per_image_low, r.gpu_energy_j_per_image_high, 3
+                )
+                for r in rows.itertuples()
+            ],
+            "epochs": [
+                f"{r.trained_epochs} [{r.trained_epochs_low}-{r.trained_epochs_high}]"
+                for r in rows.itertuples()
+            ],
+            "kWh": [
+                _interval(
+                    r.energy_gpu_j / _J_PER_KWH,
+                    r.energy_gpu_j_low / _J_PER_KWH,
+                    r.energy_gpu_j_high / _J_PER_KWH,
+                    4,
+                )
+                for r in rows.itertuples()
+            ],
+            "hours": [
+                _interval(r.duration_s / 3600, r.duration_s_low / 3600, r.duration_s_high / 3600, 2)
+                for r in rows.itertuples()
+            ],
+            "gCO2e": [
+                _interval(r.emissions_g, r.emissions_g_low, r.emissions_g_high, 1) for r in rows.itertuples()
+            ],
+            "OOD": [
+                "yes: " + r.out_of_distribution if r.out_of_distribution else "no" for r in rows.itertuples()
+            ],
+        }
+    )
+    print(
+        f"Estimated GPU energy before training (PRE: kernel ridge fitted on {n_runs} runs; "
+        "[low-high]: 90% split-conformal interval x the epoch range)"
+    )
+    print(table.to_string(index=False))
+    total = {
+        k: rows[k].sum()
+        for k in (
+            "energy_gpu_j",
+            "energy_gpu_j_low",
+            "energy_gpu_j_high",
+            "duration_s",
+            "duration_s_low",
+            "duration_s_high",
+            "emissions_g",
+            "emissions_g_low",
+            "emissions_g_high",
+        )
+    }
+    print(
+        f"Sweep total ({len(rows)} jobs): "
+        f"{_interval(total['energy_gpu_j'] / _J_PER_KWH, total['energy_gpu_j_low'] / _J_PER_KWH, total['energy_gpu_j_high'] / _J_PER_KWH, 4)} kWh, "  # noqa: E501
+        f"{_interval(total['duration_s'] / 3600, total['duration_s_low'] / 3600, total['duration_s_high'] / 3600, 2)} h, "  # noqa: E501
+        f"{_interval(total['emissions_g'], total['emissions_g_low'], total['emissions_g_high'], 1)} gCO2e "
+        "(bounds are the sums of the jobs' bounds)"
+    )
+    for how in sorted(set(rows["epochs_from"])):
+        print(f"epochs: {how}")
+    intensities = sorted(set(rows["carbon_intensity_g_per_kwh"]))
+    print(
+        f"gCO2e at {', '.join(f'{i:g}' for i in intensities)} gCO2e/kWh (energy.carbon_intensity_g_per_kwh, "
+        f"else CodeCarbon's world average {WORLD_AVERAGE_G_PER_KWH:g}); GPU energy only, as the study "
+        "measured"
+    )
+    if (rows["out_of_distribution"] != "").any():
+        print(
+            "OOD: outside what the estimator has seen; its interval does not cover that, treat it as a guess"
+        )
+
+
+def _write_csv(rows: pd.DataFrame, path: Path) -> None:
+    columns = ["model", "gpu"] + [f"{m}{s}" for m in CSV_METRICS for s in ("", "_low", "_high")]
+    columns += ["out_of_distribution"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows[columns].itertuples(index=False):
+            writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+    print(f"wrote {path}")
