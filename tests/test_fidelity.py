@@ -197,6 +197,10 @@ def test_a_job_with_the_study_head_logs_its_cost_with_the_head(compose_config, t
     assert recorded.data.metrics["params_m"] == pytest.approx(expected.params_m)
     assert recorded.data.metrics["gflops"] == pytest.approx(expected.gflops)
     assert recorded.data.params["model.head"] == "study"
+    from repro.threads import available_cores
+
+    assert recorded.data.params["training.threads"] == str(available_cores())  # null resolved and logged
+    assert torch.get_num_threads() == available_cores()
 
 
 # --- threads --------------------------------------------------------------------------------------
