@@ -222,6 +222,7 @@ def test_threads_follow_the_affinity_mask_and_slurm(monkeypatch: pytest.MonkeyPa
     assert available_cores() == 4 and resolve_threads(None) == 4 and resolve_threads(3) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a thread count set for the whole environment
     assert resolve_threads(None) == 1 and resolve_threads(4) == 4
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
     assert resolve_threads(None) == 2
     with pytest.raises(UserError, match="training.threads=3 must be between 1 and the 2 core"):
