@@ -197,6 +197,11 @@ def test_a_job_with_the_study_head_logs_its_cost_with_the_head(compose_config, t
     assert recorded.data.metrics["params_m"] == pytest.approx(expected.params_m)
     assert recorded.data.metrics["gflops"] == pytest.approx(expected.gflops)
     assert recorded.data.params["model.head"] == "study"
+    from repro.threads import resolve_threads
+
+    threads = resolve_threads(None)  # the cores, or OMP_NUM_THREADS where set
+    assert recorded.data.params["training.threads"] == str(threads)  # null resolved and logged
+    assert torch.get_num_threads() == threads
 
 
 # --- threads --------------------------------------------------------------------------------------
@@ -212,8 +217,12 @@ def test_threads_follow_the_affinity_mask_and_slurm(monkeypatch: pytest.MonkeyPa
     from repro.threads import available_cores, resolve_threads
 
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
     assert available_cores() == 4 and resolve_threads(None) == 4 and resolve_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a thread count set for the whole environment
+    assert resolve_threads(None) == 1 and resolve_threads(4) == 4
+    monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
     assert resolve_threads(None) == 2
     with pytest.raises(UserError, match="training.threads=3 must be between 1 and the 2 core"):

@@ -44,7 +44,8 @@ class DatasetConfig:
     image_size: int = 128
     val_fraction: float = 0.3  # the study's 70/30 split, stratified and seeded
     augment: bool = True  # the study's augmentation, on the training set only
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: 0 for held data, else the spare cores (max 8)
+    memory_limit_mb: float = 2048.0  # decode once and hold as uint8 when the pixels take at most this
     cache_dir: str = "data"  # where generated image trees are written once
     num_images: int = 512  # synthetic only
     num_classes: int = 2  # synthetic only

@@ -1,21 +1,25 @@
 """Images for one training job: scikit-learn's digits, a user's image folder or synthetic images.
 
 Every source ends as a list of labelled images, split 70/30 (stratified, seeded) and served by two
-DataLoaders; only the training set gets the study's augmentation. `validate_dataset` runs the cheap
-checks a sweep needs before any job starts; `build_data` builds one job's loaders.
+DataLoaders; only the training set gets the study's augmentation. A data set whose decoded pixels fit
+under `dataset.memory_limit_mb` is decoded once and held as one uint8 tensor; a larger one is decoded
+per batch, in DataLoader workers. Either way a batch is made on tensors: augmentation per image
+(torchvision.transforms.v2), then conversion and preprocessing for the whole batch.
+`validate_dataset` runs the cheap checks a sweep needs before any job starts; `build_data` builds one
+job's loaders.
 """
 
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import os
 import shutil
 import struct
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +29,12 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from PIL import Image
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
-from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+from torchvision.transforms import v2
 
 from repro.config import DatasetConfig
 from repro.errors import UserError
+from repro.threads import available_cores
 
 _DATASETS = ("digits", "imagefolder", "synthetic")
 _TASKS = ("binary", "multiclass")
@@ -59,6 +64,7 @@ class DataBundle:
     n_train: int
     n_val: int
     binary: bool
+    in_memory: bool = False  # decoded once and held as a uint8 tensor
 
 
 def validate_dataset(cfg: DatasetConfig) -> None:
@@ -127,23 +133,42 @@ def build_data(
                 f"training.drop_last=true leaves no {side} batch: {n} {side} image(s) for "
                 f"training.batch_size={batch_size}; lower the batch size or set training.drop_last=false"
             )
-    train_tf, val_tf = _transforms(cfg.image_size, cfg.augment, preprocessing)
     if cfg.name == "synthetic":
         means = _synthetic_class_means(len(class_names), seed)
-        train_set: Dataset = _SyntheticImages(train_idx, targets, means, cfg.image_size, seed, train_tf)
-        val_set: Dataset = _SyntheticImages(val_idx, targets, means, cfg.image_size, seed, val_tf)
+        read: Callable[[int], torch.Tensor] = _SyntheticImage(means, targets, cfg.image_size, seed)
     else:
-        train_set = _FileImages([samples[i] for i in train_idx], train_tf)
-        val_set = _FileImages([samples[i] for i in val_idx], val_tf)
+        read = _ReadFile([file for file, _ in samples], cfg.image_size)
+    in_memory = len(targets) * 3 * cfg.image_size**2 <= cfg.memory_limit_mb * 1e6
+    pixels = _decode_all(read, len(targets)) if in_memory else None
+    all_targets = torch.tensor(targets, dtype=torch.int64)
+    augmentation = _augmentation() if cfg.augment else None
+    train_set = _Images(train_idx, all_targets, read, pixels, augmentation, preprocessing)
+    val_set = _Images(val_idx, all_targets, read, pixels, None, preprocessing)
+    workers = cfg.num_workers if cfg.num_workers is not None else default_workers(in_memory)
     return DataBundle(
-        train_loader=_loader(train_set, batch_size, cfg.num_workers, True, seed, drop_last),
-        val_loader=_loader(val_set, batch_size, cfg.num_workers, False, seed, drop_last),
+        train_loader=_loader(train_set, batch_size, workers, True, seed, drop_last),
+        val_loader=_loader(val_set, batch_size, workers, False, seed, drop_last),
         num_classes=len(class_names),
         class_names=class_names,
         n_train=len(train_idx),
         n_val=len(val_idx),
         binary=len(class_names) == 2,
+        in_memory=in_memory,
     )
+
+
+def _decode_all(read: Callable[[int], torch.Tensor], count: int) -> torch.Tensor:
+    """Every image as one uint8 tensor (count, 3, size, size); PIL decodes without the GIL: threads help."""
+    with ThreadPoolExecutor(max_workers=available_cores()) as pool:
+        return torch.stack(list(pool.map(read, range(count), chunksize=64)))
+
+
+def default_workers(in_memory: bool) -> int:
+    """DataLoader workers when `dataset.num_workers` is null: none for held data (a batch is cut from a
+    tensor), otherwise one per core left over by training, at least 1 and at most 8."""
+    if in_memory:
+        return 0
+    return max(1, min(8, available_cores() - 1))
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -165,8 +190,10 @@ def _check_options(cfg: DatasetConfig) -> None:
         raise UserError(
             f"dataset.val_fraction={cfg.val_fraction} must lie between 0 and 1: the study uses 0.3"
         )
-    if cfg.num_workers < 0:
+    if cfg.num_workers is not None and cfg.num_workers < 0:
         raise UserError(f"dataset.num_workers={cfg.num_workers} must be 0 (load in the main process) or more")
+    if cfg.memory_limit_mb < 0:
+        raise UserError(f"dataset.memory_limit_mb={cfg.memory_limit_mb} must be 0 (never hold) or more")
     if cfg.name == "synthetic":
         if cfg.num_classes < 2:
             raise UserError(f"dataset.num_classes={cfg.num_classes} must be at least 2 for synthetic images")
@@ -312,50 +339,76 @@ def _synthetic_class_means(num_classes: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, num_classes]).uniform(40, 215, size=(num_classes, 3))
 
 
-class _FileImages(Dataset):
-    """Image files with their class index, read as RGB."""
+class _ReadFile:
+    """Image file i, read as RGB and resized: a uint8 tensor (3, size, size)."""
 
-    def __init__(self, samples: list[tuple[str, int]], transform: transforms.Compose) -> None:
-        self.samples = samples
-        self.transform = transform
+    def __init__(self, files: list[str], image_size: int) -> None:
+        self.files = files
+        self.image_size = image_size
 
-    def __len__(self) -> int:
-        return len(self.samples)
+    def __call__(self, index: int) -> torch.Tensor:
+        with Image.open(self.files[index]) as image:
+            # PIL's bilinear resize, antialiased: what torchvision's Resize does to a PIL image
+            rgb = image.convert("RGB").resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        file, target = self.samples[index]
-        return self.transform(default_loader(file)), target
+
+class _SyntheticImage:
+    """Noise around a class colour, generated from (seed, image index): a uint8 tensor (3, size, size)."""
+
+    def __init__(self, class_means: np.ndarray, targets: list[int], image_size: int, seed: int) -> None:
+        self.class_means = class_means
+        self.targets = targets
+        self.image_size = image_size
+        self.seed = seed
+
+    def __call__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, index])
+        noise = rng.normal(0, 40, size=(self.image_size, self.image_size, 3))
+        pixels = np.clip(self.class_means[self.targets[index]] + noise, 0, 255).astype(np.uint8)
+        return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
-class _SyntheticImages(Dataset):
-    """Noise around a class colour, generated per image from (seed, image index): no memory held."""
+class _Images(Dataset):
+    """One side of the split, served a batch at a time (`__getitems__`) as model inputs and targets.
+
+    The pixels come from `pixels` (every image of the data set, held as uint8) or are read per batch
+    with `read`. The augmentation runs per image on uint8 tensors, so each image gets its own random
+    draw as in the study; conversion to float and preprocessing run once per batch.
+    """
 
     def __init__(
         self,
         indices: np.ndarray,
-        targets: list[int],
-        class_means: np.ndarray,
-        image_size: int,
-        seed: int,
-        transform: transforms.Compose,
+        targets: torch.Tensor,
+        read: Callable[[int], torch.Tensor],
+        pixels: torch.Tensor | None,
+        augmentation: v2.Transform | None,
+        preprocessing: str,
     ) -> None:
-        self.indices = indices
+        self.indices = torch.as_tensor(indices, dtype=torch.int64)
         self.targets = targets
-        self.class_means = class_means
-        self.image_size = image_size
-        self.seed = seed
-        self.transform = transform
+        self.read = read
+        self.pixels = pixels
+        self.augmentation = augmentation
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image_index = int(self.indices[index])
-        target = self.targets[image_index]
-        rng = np.random.default_rng([self.seed, image_index])
-        noise = rng.normal(0, 40, size=(self.image_size, self.image_size, 3))
-        pixels = np.clip(self.class_means[target] + noise, 0, 255).astype(np.uint8)
-        return self.transform(Image.fromarray(pixels)), target
+    def __getitems__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = self.indices[positions]
+        if self.pixels is not None:
+            batch = self.pixels[images]
+        else:
+            batch = torch.stack([self.read(int(i)) for i in images])
+        if self.augmentation is not None:
+            batch = torch.stack([self.augmentation(image) for image in batch])
+        return preprocess(batch.float().div_(255), self.preprocessing), self.targets[images]
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
+        images, targets = self.__getitems__([position])
+        return images[0], int(targets[0])
 
 
 # --- transforms and loaders -----------------------------------------------------------------------
@@ -389,19 +442,19 @@ def preprocess(images: torch.Tensor, preprocessing: str) -> torch.Tensor:
     raise AssertionError(preprocessing)  # unreachable: check_preprocessing raised
 
 
-def _transforms(
-    image_size: int, augment: bool, preprocessing: str
-) -> tuple[transforms.Compose, transforms.Compose]:
-    """Training and validation transforms; the study's augmentation goes on training only."""
-    resize = transforms.Resize((image_size, image_size))
-    scale = transforms.Lambda(functools.partial(preprocess, preprocessing=preprocessing))
-    to_tensor = [transforms.ToTensor(), scale]
-    augmentation = [
-        transforms.RandomHorizontalFlip(),
-        transforms.ColorJitter(brightness=0.2, contrast=(0.5, 2.0), saturation=(0.75, 1.25), hue=0.1),
-    ]
-    train = transforms.Compose([resize, *(augmentation if augment else []), *to_tensor])
-    return train, transforms.Compose([resize, *to_tensor])
+def _augmentation() -> v2.Transform:
+    """The study's augmentation, drawn per image: a horizontal flip and colour jitter."""
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=0.2, contrast=(0.5, 2.0), saturation=(0.75, 1.25), hue=0.1),
+        ]
+    )
+
+
+def _already_batched(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`collate_fn` for datasets whose `__getitems__` returns a whole batch."""
+    return batch
 
 
 def _loader(
@@ -414,6 +467,8 @@ def _loader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
         drop_last=drop_last,
+        collate_fn=_already_batched,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
+        prefetch_factor=4 if num_workers > 0 else None,
     )

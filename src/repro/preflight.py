@@ -119,7 +119,7 @@ def validate_job(
     Args:
         cfg: the job's composed config, without the `hydra` node.
         check_hardware: whether the GPU profile must match this machine (False when jobs run elsewhere).
-        check_model: whether to build the architecture once to check its name and input size.
+        check_model: whether to build the architecture (on the meta device) to check its name and input size.
         already_checked: keys of checks done for earlier jobs of the same sweep, to skip repeats.
     """
     seen = already_checked if already_checked is not None else set()
@@ -210,6 +210,8 @@ def _check_head_and_preprocessing(cfg: DictConfig) -> None:
 
 def _check_model(cfg: DictConfig) -> None:
     """The model name exists, its weights file exists, and the image size suits it."""
+    import torch
+
     from repro.config import ModelConfig
     from repro.models import check_input_size, create_model
 
@@ -218,6 +220,9 @@ def _check_model(cfg: DictConfig) -> None:
         raise UserError(
             f"model.weights_file={model_cfg.weights_file} does not exist; give the path of a checkpoint"
         )
-    # The architecture alone: weights are loaded when the job runs.
-    model = create_model(dataclasses.replace(model_cfg, pretrained=False, weights_file=None), num_classes=1)
-    check_input_size(model, cfg.dataset.image_size, model_cfg.name)
+    # The architecture alone, on the meta device: shapes are checked, but no weight is allocated, initialised
+    # or loaded, so the job's own build is the only real one.
+    architecture = dataclasses.replace(model_cfg, pretrained=False, weights_file=None)
+    with torch.device("meta"):
+        model = create_model(architecture, num_classes=1)
+        check_input_size(model, cfg.dataset.image_size, model_cfg.name)

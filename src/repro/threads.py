@@ -2,7 +2,8 @@
 
 Spinning intra-op threads on cores that other processes hold make a job's time vary several-fold and
 burn CPU time that the energy meters then bill to the model; so a job uses exactly the cores it was
-given (its affinity mask, or SLURM's `--cpus-per-task`) unless `training.threads` says otherwise.
+given (its affinity mask, or SLURM's `--cpus-per-task`), unless `training.threads` or, failing that,
+`OMP_NUM_THREADS` says otherwise.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ def available_cores() -> int:
 
 
 def resolve_threads(threads: int | None) -> int:
-    """`training.threads`, or the available cores when it is null.
+    """`training.threads`; when it is null, `OMP_NUM_THREADS` if set, else the available cores.
 
     Raises:
         UserError: the value is 0 or less, or more than the cores this job may use.
     """
     cores = available_cores()
     if threads is None:
-        return cores
+        requested = os.environ.get("OMP_NUM_THREADS", "")
+        return min(int(requested), cores) if requested.isdigit() and int(requested) > 0 else cores
     if threads <= 0 or threads > cores:
         raise UserError(
             f"training.threads={threads} must be between 1 and the {cores} core(s) this job may use "

@@ -1,0 +1,61 @@
+"""Data that keeps up: held in memory when it fits, read by workers when not; the same images either way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from repro.config import DatasetConfig
+from repro.data import build_data, default_workers
+
+
+def _batches(loader: torch.utils.data.DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    images, targets = zip(*loader, strict=True)
+    return torch.cat(images), torch.cat(targets)
+
+
+def test_digits_are_decoded_once_and_held_as_uint8(data_cache: Path) -> None:
+    bundle = build_data(DatasetConfig(name="digits", cache_dir=str(data_cache), image_size=16), 64, 0)
+    assert bundle.in_memory
+    pixels = bundle.train_loader.dataset.pixels
+    assert pixels.dtype == torch.uint8 and pixels.shape == (1797, 3, 16, 16)
+    assert bundle.train_loader.num_workers == 0  # cutting a batch from a tensor needs no worker
+    images, targets = next(iter(bundle.train_loader))
+    assert images.dtype == torch.float32 and images.shape == (64, 3, 16, 16) and targets.dtype == torch.int64
+
+
+def test_a_folder_over_the_memory_limit_is_read_per_batch_with_the_same_pixels(
+    data_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("repro.data.available_cores", lambda: 3)
+    cfg = DatasetConfig(name="digits", cache_dir=str(data_cache), image_size=16, augment=False)
+    held = build_data(cfg, 128, 0, preprocessing="caffe")
+    cfg.memory_limit_mb = 1.0  # 1797 x 3 x 16 x 16 bytes = 1.4 MB
+    read = build_data(cfg, 128, 0, preprocessing="caffe")
+    assert held.in_memory and not read.in_memory and read.train_loader.dataset.pixels is None
+    assert read.val_loader.num_workers == 2 == default_workers(in_memory=False)  # 3 cores, 1 left to training
+    assert read.val_loader.prefetch_factor == 4 and read.val_loader.persistent_workers
+    pairs = ((held.val_loader, read.val_loader), (held.train_loader, read.train_loader))
+    for loader_held, loader_read in pairs:
+        images_held, targets_held = _batches(loader_held)
+        images_read, targets_read = _batches(loader_read)
+        assert torch.equal(targets_held, targets_read)
+        torch.testing.assert_close(images_held, images_read, rtol=0, atol=0)
+
+
+def test_augmentation_draws_per_image_within_a_batch(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(8):
+            Image.new("RGB", (8, 8), (30 * i, 120, 200)).save(tmp_path / name / f"{i}.png")
+    # the same picture in every file of a class; only the augmentation can make two of them differ
+    for file in tmp_path.glob("*/*.png"):
+        Image.new("RGB", (8, 8), (90, 120, 200)).save(file)
+    bundle = build_data(DatasetConfig(name="imagefolder", path=str(tmp_path), image_size=8), 11, 0)
+    images, _ = next(iter(bundle.train_loader))
+    assert len({tuple(image.flatten().tolist()) for image in images}) > 1
+    val_images, _ = next(iter(bundle.val_loader))
+    assert all(torch.equal(image, val_images[0]) for image in val_images)
