@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -74,6 +75,10 @@ class LoopHooks:
 
 class TrainingStopped(BaseException):
     """Training stopped between two batches because the caller asked it to (`LoopHooks.should_stop`)."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; every later epoch would only burn energy."""
 
 
 class _EarlyStopping:
@@ -182,6 +187,7 @@ def train(
 
     Raises:
         TrainingStopped: `hooks.should_stop` said so between two batches.
+        TrainingDiverged: an epoch's training loss was NaN or infinite.
     """
     model.to(device)
     hooks = hooks or LoopHooks()
@@ -239,6 +245,12 @@ def _run_epoch(
             hooks.should_stop,
             cfg.freeze_bn,
         )
+        if not math.isfinite(loss):
+            lr_key = "head_lr" if phase == "head" else "finetune_lr"
+            raise TrainingDiverged(
+                f"training diverged: the mean loss of epoch {epoch + 1} ({phase}) is {loss}; "
+                f"lower training.{lr_key} (now {optimizer.param_groups[0]['lr']:g})"
+            )
         # The whole validation set every epoch: early stopping needs it, and the last epoch's
         # figures are the run's final metrics, so no evaluation happens outside an energy window.
         val = evaluate(model, data, device, hooks.should_stop)

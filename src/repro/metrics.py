@@ -43,7 +43,8 @@ def classification_metrics(targets: np.ndarray, scores: np.ndarray) -> dict[str,
 
 
 def _roc_auc(targets: np.ndarray, scores: np.ndarray, binary: bool) -> float:
-    if len(np.unique(targets)) < 2:
+    # Undefined with one class, and for scores a diverged model made NaN (scikit-learn would raise).
+    if len(np.unique(targets)) < 2 or not np.isfinite(scores).all():
         return math.nan
     with warnings.catch_warnings():
         warnings.simplefilter(
