@@ -33,6 +33,16 @@ GPU_USAGE_PCT = "gpu_usage_pct"
 GPU_POWER_AVG_W = "gpu_power_avg_w"
 GPU_TEMP_AVG_C = "gpu_temp_avg_c"
 GPU_MEM_USED_MB = "gpu_mem_used_mb"
+#: STEP (repro.energy.projection): how far off the projection made after epoch k was, in % of the total.
+PROJECTION_ERROR_EPOCHS: tuple[int, ...] = (1, 2, 3, 4, 5)
+ENERGY_PROJECTION_CARBONTRACKER_ERROR_PCT = "energy_projection_carbontracker_error_pct"
+ENERGY_PROJECTION_START_EPOCH = "energy_projection_start_epoch"
+
+
+def energy_projection_error_pct(k: int) -> str:
+    """The error of the energy projected after epoch `k`, e.g. `energy_projection_error_pct_k3`."""
+    return f"energy_projection_error_pct_k{k}"
+
 
 #: The energy components a run may measure, in the order the metrics list them.
 COMPONENTS: tuple[str, ...] = ("cpu", "gpu", "ram")
@@ -76,6 +86,9 @@ FINAL_METRICS: tuple[str, ...] = (
     GPU_TEMP_AVG_C,
     GPU_MEM_USED_MB,
     *(energy_source_j("gpu", source) for source in GPU_ENERGY_SOURCES),
+    *(energy_projection_error_pct(k) for k in PROJECTION_ERROR_EPOCHS),
+    ENERGY_PROJECTION_CARBONTRACKER_ERROR_PCT,
+    ENERGY_PROJECTION_START_EPOCH,
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -88,6 +101,9 @@ EPOCH_DURATION_S = "epoch_duration_s"
 LEARNING_RATE = "learning_rate"
 EPOCH_ENERGY_J = "epoch_energy_j"
 EPOCH_GPU_ENERGY_J = "epoch_gpu_energy_j"
+ENERGY_PROJECTED_J = "energy_projected_j"  # measured so far + what the remaining epochs would take
+ENERGY_PROJECTED_LOW_J = "energy_projected_low_j"  # the same if early stopping fires at its earliest
+EMISSIONS_PROJECTED_G = "emissions_projected_g"
 
 EPOCH_METRICS: tuple[str, ...] = (
     TRAIN_LOSS,
@@ -97,6 +113,9 @@ EPOCH_METRICS: tuple[str, ...] = (
     LEARNING_RATE,
     EPOCH_ENERGY_J,
     EPOCH_GPU_ENERGY_J,
+    ENERGY_PROJECTED_J,
+    ENERGY_PROJECTED_LOW_J,
+    EMISSIONS_PROJECTED_G,
 )
 
 # ----------------------------------------------------------------------------------------------------

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from repro import names
 from repro.config import EnergyConfig
 from repro.errors import UserError
 
 #: The epochs after which the final projection errors are logged.
-ERROR_EPOCHS: tuple[int, ...] = (1, 2, 3, 4, 5)
+ERROR_EPOCHS = names.PROJECTION_ERROR_EPOCHS
 AUTO = "auto"
 _J_PER_KWH = 3.6e6
 
@@ -134,10 +135,10 @@ class EnergyProjection:
         expected_j = measured_j
         if self.start_epoch is not None:
             high, low = project(self.energies_j, window, self.max_epochs, self.earliest_epochs)
-            metrics = {"energy_projected_j": high, "energy_projected_low_j": low}
+            metrics = {names.ENERGY_PROJECTED_J: high, names.ENERGY_PROJECTED_LOW_J: low}
             intensity = self.intensity_g_per_kwh()
             if intensity is not None:
-                metrics["emissions_projected_g"] = high / _J_PER_KWH * intensity
+                metrics[names.EMISSIONS_PROJECTED_G] = high / _J_PER_KWH * intensity
             expected_j = high
         self._check_budget(done, measured_j, expected_j, projected=self.start_epoch is not None)
         return metrics
@@ -185,9 +186,10 @@ class EnergyProjection:
             if k > len(self.energies_j):
                 break
             high, _ = project(self.energies_j[:k], window, self.max_epochs, self.earliest_epochs)
-            metrics[f"energy_projection_error_pct_k{k}"] = 100 * (high - actual_j) / actual_j
+            metrics[names.energy_projection_error_pct(k)] = 100 * (high - actual_j) / actual_j
         carbontracker_j = self.energies_j[0] * self.max_epochs
-        metrics["energy_projection_carbontracker_error_pct"] = 100 * (carbontracker_j - actual_j) / actual_j
+        carbontracker_error_pct = 100 * (carbontracker_j - actual_j) / actual_j
+        metrics[names.ENERGY_PROJECTION_CARBONTRACKER_ERROR_PCT] = carbontracker_error_pct
         if self.start_epoch is not None:
-            metrics["energy_projection_start_epoch"] = float(self.start_epoch)
+            metrics[names.ENERGY_PROJECTION_START_EPOCH] = float(self.start_epoch)
         return metrics

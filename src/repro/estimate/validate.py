@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, LeaveOneGroupOut
 
+from repro import names
 from repro.energy.projection import ERROR_EPOCHS
 from repro.estimate.model import SELECTIONS, fit
 from repro.stats.tables import Column, Table, fixed
@@ -256,7 +257,7 @@ def step_runs_from_mlflow(
         return None, f"experiment {experiment!r} is not in {tracking_uri}"
     mlflow.set_tracking_uri(tracking_uri)
     raw = mlflow.search_runs(experiment_ids=[found.experiment_id], output_format="pandas")
-    column = "metrics.energy_projection_carbontracker_error_pct"
+    column = f"metrics.{names.ENERGY_PROJECTION_CARBONTRACKER_ERROR_PCT}"
     if raw.empty or column not in raw or raw[column].notna().sum() == 0:
         return None, f"experiment {experiment!r} in {tracking_uri} has no run with projection errors"
     return raw[raw[column].notna()].reset_index(drop=True), f"{tracking_uri}, experiment {experiment!r}"
@@ -275,10 +276,13 @@ def step_table(step_runs: pd.DataFrame | None, source: str) -> Table:
         )
     else:
         methods = [
-            (f"STEP after epoch {k}", f"metrics.energy_projection_error_pct_k{k}") for k in ERROR_EPOCHS
+            (f"STEP after epoch {k}", f"metrics.{names.energy_projection_error_pct(k)}") for k in ERROR_EPOCHS
         ]
         methods.append(
-            ("carbontracker (epoch 1 x max epochs)", "metrics.energy_projection_carbontracker_error_pct")
+            (
+                "carbontracker (epoch 1 x max epochs)",
+                f"metrics.{names.ENERGY_PROJECTION_CARBONTRACKER_ERROR_PCT}",
+            )
         )
         for label, column in methods:
             values = step_runs[column].dropna() if column in step_runs else pd.Series(dtype=float)
