@@ -7,6 +7,11 @@
 # a SQLite database and an artifact folder that the server proxies, so jobs need no shared disk.
 # Jobs reach it with tracking.uri=http://HOST:PORT. For a lab, use a PostgreSQL backend instead:
 #   MLFLOW_BACKEND_STORE_URI=postgresql://USER:PASSWORD@DBHOST/mlflow scripts/mlflow_server.sh
+#
+# SECURITY: `mlflow server` has no authentication by default. Bound beyond loopback (MLFLOW_HOST=0.0.0.0),
+# anyone who can reach the port can read, change and delete every run and artifact. Turn on MLflow's
+# basic-auth app (scripts/mlflow_server.sh --app-name basic-auth; jobs then set MLFLOW_TRACKING_USERNAME
+# and MLFLOW_TRACKING_PASSWORD), and/or keep the port behind a firewall or an SSH tunnel.
 set -euo pipefail
 
 project_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +24,14 @@ workers="${MLFLOW_WORKERS:-2}"
 mlflow="${MLFLOW:-$project_dir/.venv/bin/mlflow}"
 [[ -x "$mlflow" ]] || mlflow="$(command -v mlflow)" || { echo "error: mlflow not found; run make install" >&2; exit 2; }
 
+case "$host" in
+  127.*|localhost|::1) ;;
+  *) if [[ " $* " != *" --app-name basic-auth "* && " $* " != *" --app-name=basic-auth "* ]]; then
+       echo "warning: binding MLflow to $host without authentication: anyone who reaches port $port can read," \
+            "change and delete every run; add --app-name basic-auth (MLFLOW_ARGS=\"--app-name basic-auth\")" \
+            "or keep the port behind a firewall" >&2
+     fi ;;
+esac
 mkdir -p "$server_dir"
 case "$artifacts" in *://*) ;; *) mkdir -p "$artifacts" ;; esac
 echo "MLflow server on http://$host:$port (runs: $backend, artifacts: $artifacts)" >&2

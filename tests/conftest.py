@@ -15,6 +15,16 @@ from repro.config import CONF_DIR, register_configs
 register_configs()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_measurement_lock(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests take the measurement lock in a folder of their own, not the machine's.
+
+    Test jobs measure nothing worth protecting, and other test sessions on the machine must not make
+    them fail with "another measured job is running". Subprocesses inherit the variable.
+    """
+    os.environ["REPRO_LOCK_DIR"] = str(tmp_path_factory.mktemp("lock"))
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One digits tree for the whole session: writing it is the slow part of a first job."""

@@ -126,14 +126,14 @@ def test_missing_weights_file_names_the_path(tmp_path: Path) -> None:
 def test_weights_file_of_another_model_is_refused(tmp_path: Path) -> None:
     checkpoint = tmp_path / "resnet18.pth"
     torch.save(timm.create_model("resnet18").state_dict(), checkpoint)
-    with pytest.raises(UserError, match=r"resnet18\.pth.*does not fit model 'resnet50'"):
+    with pytest.raises(UserError, match=r"resnet18\.pth.* tensors of model 'resnet50'.*missing"):
         create_model(ModelConfig(name="resnet50", weights_file=str(checkpoint)), num_classes=1)
 
 
 def test_corrupt_weights_file_is_refused(tmp_path: Path) -> None:
     checkpoint = tmp_path / "corrupt.pth"
     checkpoint.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match=r"corrupt\.pth.*does not fit model 'resnet18'"):
+    with pytest.raises(UserError, match=r"corrupt\.pth.*is not a readable PyTorch checkpoint"):
         create_model(ModelConfig(name="resnet18", weights_file=str(checkpoint)), num_classes=1)
 
 

@@ -128,6 +128,7 @@ class TrackingConfig:
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "repro"
     parent_run_id: str | None = None  # set by sweeps: every job becomes a child of this run
+    flush_timeout_s: float = 60.0  # at a job's end, how long to wait for MLflow before spooling to disk
 
 
 @dataclass
@@ -142,6 +143,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     seed: int = 0
     run_name: str | None = None  # default: {model}-{gpu}-s{seed}
+    resume: bool = False  # skip jobs whose identical config already FINISHED in this experiment
 
 
 _GROUP_SCHEMAS = {

@@ -70,7 +70,8 @@ class DataBundle:
 def validate_dataset(cfg: DatasetConfig) -> None:
     """Check a dataset config before any training starts, so a sweep fails on its first line.
 
-    Reads every image header of an image folder (fast: no pixels are decoded), but writes nothing.
+    Decodes every image of an image folder once (a truncated JPEG passes a header check but not this),
+    refuses symbolic links that leave the folder or loop, and writes nothing.
 
     Raises:
         UserError: naming the bad value and what to do.
@@ -240,8 +241,49 @@ def _folder(cfg: DatasetConfig) -> Path:
     return path
 
 
+def _check_links(root: Path) -> None:
+    """Refuse symbolic links that leave `root`, and links that reach a folder or file a second time.
+
+    torchvision follows links when it lists a folder: a loop multiplies the images (6 became 246), and
+    `ln -s . DIR/b` gives class `b` every image of the other classes, on both sides of the split.
+    """
+    real_root = root.resolve()
+    seen_dirs: dict[Path, Path] = {}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        real = folder.resolve()
+        if real in seen_dirs:
+            raise UserError(
+                f"dataset.path={root}: {folder} leads back to {seen_dirs[real]} (a symbolic link loop or "
+                "duplicate), so its images would count twice; remove the link"
+            )
+        seen_dirs[real] = folder
+        for entry in sorted(os.scandir(folder), key=lambda item: item.name):
+            path = Path(entry.path)
+            if entry.is_symlink():
+                target = path.resolve()
+                if target != real_root and real_root not in target.parents:
+                    raise UserError(
+                        f"dataset.path={root}: {path} is a symbolic link out of the folder (to {target}); "
+                        "copy the images in, or point dataset.path at a folder that holds them"
+                    )
+            if entry.is_dir(follow_symlinks=True):
+                stack.append(path)
+    # Files: every link stays inside the folder (above), so a linked file duplicates one listed here.
+    real_files = Counter(
+        Path(dirpath, name).resolve() for dirpath, _, names in os.walk(root) for name in names
+    )
+    twice = [str(path) for path, count in real_files.items() if count > 1]
+    if twice:
+        raise UserError(
+            f"dataset.path={root}: {twice[0]} is reached twice through symbolic links; remove the link"
+        )
+
+
 def _scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
     """List the (file, class index) pairs that torchvision's ImageFolder would load, and the class names."""
+    _check_links(root)
     class_names = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     if not class_names:
         raise UserError(
@@ -265,11 +307,11 @@ def _scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:
 
 
 def _verify_images(samples: list[tuple[str, int]]) -> None:
-    """Read every image's header and checksums; pixels are not decoded."""
+    """Decode every image once, as training will; the first that fails stops the job before it starts."""
     for file, _ in samples:
         try:
             with Image.open(file) as image:
-                image.verify()
+                image.load()
         except _UNREADABLE as error:
             raise UserError(f"unreadable image {file} ({error}): replace or delete the file") from None
 

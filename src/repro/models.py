@@ -326,11 +326,17 @@ def _check_name(name: str) -> None:
     raise UserError(f"unknown model.name={name!r}: {hint}")
 
 
+#: A checkpoint must fill at least this fraction of the model's tensors (its new head aside), or it is
+#: refused: a checkpoint of another architecture would otherwise train from random weights in silence.
+MIN_LOADED_FRACTION = 0.9
+
+
 def _create_from_file(name: str, weights_file: str, kwargs: dict[str, Any]) -> nn.Module:
     if not os.path.isfile(weights_file):
         raise UserError(
             f"model.weights_file={weights_file!r} does not exist: give the path of a checkpoint file"
         )
+    check_checkpoint(name, weights_file, kwargs)
     # num_classes=0 in the overlay makes timm drop the checkpoint's head, whatever its size, so the new head
     # keeps the model's own initialisation, exactly as without a checkpoint.
     overlay = dict(file=os.path.abspath(weights_file), num_classes=0)
@@ -341,6 +347,61 @@ def _create_from_file(name: str, weights_file: str, kwargs: dict[str, Any]) -> n
         raise UserError(
             f"model.weights_file={weights_file!r} does not fit model {name!r}: {reason}"
         ) from error
+
+
+def check_checkpoint(name: str, weights_file: str, kwargs: dict[str, Any] | None = None) -> None:
+    """Refuse a checkpoint that is unreadable, empty, or fills less than `MIN_LOADED_FRACTION` of the model.
+
+    Raises:
+        UserError: one line naming the file, how much of the model it fills, and the first missing and
+            unexpected tensor names.
+    """
+    try:
+        state = _read_state_dict(weights_file)
+    except Exception as error:  # torch.load's errors for a truncated, corrupt or foreign file vary
+        raise UserError(
+            f"model.weights_file={weights_file!r} is not a readable PyTorch checkpoint "
+            f"({type(error).__name__}); give a file written by torch.save(model.state_dict(), PATH) "
+            "or a .safetensors file"
+        ) from None
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    if not tensors:
+        raise UserError(f"model.weights_file={weights_file!r} holds no tensors: it is not a model checkpoint")
+    model = timm.create_model(name, pretrained=False, **{**(kwargs or {}), "num_classes": 0})
+    expected = {key: value.shape for key, value in model.state_dict().items()}
+    fitting = [key for key, shape in expected.items() if key in tensors and tensors[key].shape == shape]
+    fraction = len(fitting) / max(len(expected), 1)
+    if fraction < MIN_LOADED_FRACTION:
+        missing = [key for key in expected if key not in tensors]
+        wrong_shape = [key for key in expected if key in tensors and tensors[key].shape != expected[key]]
+        unexpected = [key for key in tensors if key not in expected]
+        details = [
+            f"missing {len(missing)} (e.g. {', '.join(missing[:3])})" if missing else "",
+            f"wrong shape {len(wrong_shape)} (e.g. {', '.join(wrong_shape[:3])})" if wrong_shape else "",
+            f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})" if unexpected else "",
+        ]
+        raise UserError(
+            f"model.weights_file={weights_file!r} fills {len(fitting)} of {len(expected)} tensors of model "
+            f"{name!r} ({fraction:.0%}, at least {MIN_LOADED_FRACTION:.0%} needed): "
+            f"{'; '.join(part for part in details if part)}; is it a checkpoint of another architecture?"
+        )
+
+
+def _read_state_dict(weights_file: str) -> dict[str, Any]:
+    """A checkpoint's tensors as timm reads them: the `state_dict` or `model` entry, `module.` prefix off."""
+    if weights_file.endswith(".safetensors"):
+        import safetensors.torch
+
+        return safetensors.torch.load_file(weights_file, device="cpu")
+    checkpoint = torch.load(weights_file, map_location="cpu", weights_only=True)  # never runs pickled code
+    if isinstance(checkpoint, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"a {type(checkpoint).__name__}, not a dict of tensors")
+    return {str(key).removeprefix("module."): value for key, value in checkpoint.items()}
 
 
 def _create_from_hub(name: str, kwargs: dict[str, Any]) -> nn.Module:

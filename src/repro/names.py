@@ -134,6 +134,10 @@ TAG_OUTPUT_DIR = "repro.output_dir"
 TAG_SWEEP_DIR = "repro.sweep_dir"
 TAG_JOB_NUM = "repro.job_num"
 TAG_END_REASON = "repro.end_reason"
+TAG_PID = "repro.pid"  # the recording process, so a later job can tell that it died
+TAG_PID_START = "repro.pid_start"  # its start time in clock ticks: a reused PID is another process
+TAG_CONFIG_HASH = "repro.config_hash"  # what `resume=true` matches a job by
+TAG_ARTIFACT_ERRORS = "repro.artifact_errors"  # set only when a file could not be written or logged
 TAG_KIND = "repro.kind"  # "sweep" on a sweep's parent run
 KIND_SWEEP = "sweep"
 
@@ -168,6 +172,10 @@ RUN_TAGS: tuple[str, ...] = (
     TAG_SWEEP_DIR,
     TAG_JOB_NUM,
     TAG_END_REASON,
+    TAG_PID,
+    TAG_PID_START,
+    TAG_CONFIG_HASH,
+    TAG_ARTIFACT_ERRORS,
     TAG_DEVICE_NAME,
     TAG_DEVICE_POWER_LIMIT_W,
     TAG_ENERGY_ESTIMATED,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -26,7 +27,9 @@ def _path(value: str) -> Path:
 
 def _output_dirs(cfg: DictConfig) -> tuple[Path, Path]:
     """Where tables and figures go; your own runs never land on top of the reference tables."""
-    base = Path("paper") if cfg.source == "published" else Path("reports") / str(cfg.mlflow.experiment)
+    # The experiment name is anyone's text: as a path component it must not climb out of reports/.
+    safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg.mlflow.experiment)).lstrip(".") or "experiment"
+    base = Path("paper") if cfg.source == "published" else Path("reports") / safe_name
     tables = cfg.tables_dir if cfg.tables_dir is not None else base / "tables"
     figures = cfg.figures_dir if cfg.figures_dir is not None else base / "figures"
     return _path(str(tables)), _path(str(figures))

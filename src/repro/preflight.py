@@ -9,7 +9,12 @@ becomes one `UserError` line (exit code 2).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -34,6 +39,7 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
         return  # a config of the user's own; Hydra validates it when each job starts
 
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        _check_added_keys(list(args.overrides), conf_dir)
         jobs = _expand_jobs(list(args.overrides), args.multirun)
         checked: set[str] = set()
         for overrides in jobs:
@@ -48,10 +54,7 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
 def _expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override list of every job, as Hydra's basic sweeper would launch them."""
     parser = OverridesParser.create()
-    try:
-        parsed = parser.parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise UserError(f"cannot parse the overrides: {_one_line(error)}") from None
+    parsed = _parse(parser, overrides)
     if not multirun:
         if any(override.is_sweep_override() for override in parsed):
             sweeps = [override.input_line for override in parsed if override.is_sweep_override()]
@@ -81,12 +84,70 @@ def compose_jobs(
         return jobs
 
 
+def _parse(parser: OverridesParser, overrides: list[str]) -> list[Any]:
+    """Parse the overrides; a word without `=` is most often the rest of an unquoted path with spaces."""
+    try:
+        return parser.parse_overrides(overrides)
+    except OverrideParseException as error:
+        for before, word in zip(["", *overrides], overrides, strict=False):
+            if "=" not in word and not word.startswith(("~", "-")):
+                joined = f"{before} {word}" if "=" in before else word
+                raise UserError(
+                    f"cannot parse the override {word!r}: it is not KEY=VALUE; if it is the rest of a value "
+                    f"with spaces, quote the whole override, e.g. '{joined}'"
+                ) from None
+        raise UserError(f"cannot parse the overrides: {_one_line(error)}") from None
+
+
+def _schema_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a composed config, leaves and groups."""
+    keys: list[str] = []
+    if isinstance(cfg, Mapping) or OmegaConf.is_dict(cfg):
+        for key in cfg:
+            full = f"{prefix}{key}"
+            keys.append(full)
+            keys.extend(_schema_keys(cfg[key] if OmegaConf.is_dict(cfg) else cfg.get(key), f"{full}."))
+    return keys
+
+
+def _close_keys(key: str) -> str:
+    """'; did you mean a, b?' for the schema keys closest to `key`, or ''."""
+    base = compose(config_name="config", overrides=[])
+    known = [name for name in _schema_keys(base) if not name.startswith("hydra")]
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _check_added_keys(overrides: list[str], conf_dir: Path) -> None:
+    """Refuse `+key=value` for a key the schema lacks: it would be logged as a param and do nothing."""
+    parsed = _parse(OverridesParser.create(), overrides)
+    added = [o for o in parsed if (o.is_add() or o.is_force_add()) and not o.key_or_group.startswith("hydra")]
+    if not added:
+        return
+    base = compose(config_name="config", overrides=[])
+    for override in added:
+        key = override.key_or_group
+        if (conf_dir / key).is_dir():
+            continue  # a config group (`+experiment=paper`)
+        if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
+            raise UserError(
+                f"{override.input_line} adds {key}, which no config schema has, so it would do nothing"
+                f"{_close_keys(key)}"
+            )
+
+
+_ABSENT = object()
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     try:
         return compose(config_name="config", overrides=overrides, return_hydra_config=True)
     except MissingConfigException as error:
         raise UserError(_unknown_option_message(error)) from None
     except (ConfigCompositionException, OmegaConfBaseException, OverrideParseException) as error:
+        unknown = re.search(r"Could not override '([^']+)'", str(error))
+        if unknown:  # Hydra's own hint (`+key=...`) would add a key that nothing reads
+            raise UserError(f"unknown config key {unknown.group(1)}{_close_keys(unknown.group(1))}") from None
         raise UserError(f"invalid configuration: {_one_line(error)}") from None
 
 
@@ -130,6 +191,7 @@ def validate_job(
         seen.add(key)
         return True
 
+    _check_finite(cfg)
     _check_training_numbers(cfg)
     model = cfg.model
     if once(f"head:{model.name}:{model.head}:{model.study_head_hidden}:{model.preprocessing}"):
@@ -160,6 +222,22 @@ def validate_job(
         from repro.tracking import check_tracking_uri
 
         check_tracking_uri(cfg.tracking.uri)
+
+
+def _check_finite(cfg: DictConfig) -> None:
+    """NaN and infinity pass every `<= 0` check, so refuse them wherever they appear."""
+
+    def _walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                _walk(value, f"{prefix}{key}.")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                _walk(value, f"{prefix.rstrip('.')}[{index}].")
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise UserError(f"{prefix.rstrip('.')}={node} is not a finite number")
+
+    _walk(OmegaConf.to_container(cfg, resolve=True), "")
 
 
 def _check_training_numbers(cfg: DictConfig) -> None:
@@ -220,6 +298,10 @@ def _check_model(cfg: DictConfig) -> None:
         raise UserError(
             f"model.weights_file={model_cfg.weights_file} does not exist; give the path of a checkpoint"
         )
+    if model_cfg.weights_file is not None:
+        from repro.models import check_checkpoint
+
+        check_checkpoint(model_cfg.name, model_cfg.weights_file, {"drop_rate": model_cfg.drop_rate})
     # The architecture alone, on the meta device: shapes are checked, but no weight is allocated, initialised
     # or loaded, so the job's own build is the only real one.
     architecture = dataclasses.replace(model_cfg, pretrained=False, weights_file=None)

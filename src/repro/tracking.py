@@ -25,7 +25,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from repro import names
+from repro import names, reconcile
 from repro.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,16 @@ def check_tracking_uri(uri: str) -> None:
             )
         if not os.access(folder, os.W_OK):
             raise UserError(f"tracking.uri={uri} points into {folder}, which is not writable")
+        if db_path.is_dir():
+            raise UserError(
+                f"tracking.uri={uri} names a folder, not a database file; use sqlite:///{db_path}/mlflow.db"
+            )
+        if db_path.is_file() and db_path.stat().st_size > 0:
+            with db_path.open("rb") as handle:
+                if handle.read(16) != b"SQLite format 3\0":
+                    raise UserError(
+                        f"tracking.uri={uri}: {db_path} is not an SQLite database; name a new file"
+                    )
         return
     if uri.startswith(("http://", "https://")):
         try:
@@ -241,12 +251,15 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent_run_id: str | None = None
         self.tracking_uri: str | None = None
+        self.failed_jobs: dict[str, str] = {}  # job number -> what failed, for jobs that may have no run
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self.tracking_uri = config.tracking.uri
         experiment_id = _open_experiment(config.tracking.uri, config.tracking.experiment)
+        reconcile.end_dead_runs(config.tracking.uri, config.tracking.experiment)
+        _SKIPPED.clear()
         # The client API, not mlflow.start_run: jobs running in this process start their own runs.
         run = MlflowClient(config.tracking.uri).create_run(
             experiment_id,
@@ -255,17 +268,33 @@ class SweepCallback(Callback):
                 names.TAG_SWEEP_DIR: str(sweep_dir.resolve()),
                 names.TAG_KIND: names.KIND_SWEEP,
                 **provenance_tags(),
+                **reconcile.process_tags(),
             },
         )
         self.parent_run_id = run.info.run_id
         (sweep_dir / PARENT_RUN_FILE).write_text(self.parent_run_id + "\n")
         _ACTIVE_SWEEPS.append(self)
 
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """Remember a job that failed, so the summary shows it even if it failed before its run started."""
+        from hydra.core.utils import JobStatus
+
+        if job_return.status == JobStatus.FAILED:
+            error = job_return._return_value  # the exception; `.return_value` would re-raise it
+            first_line = (str(error).splitlines() or [""])[0][:300]
+            job_num = str(config.hydra.job.num)
+            overrides = " ".join(job_return.overrides or [])
+            self.failed_jobs[job_num] = f"job {job_num} ({overrides}): {type(error).__name__}: {first_line}"
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self.finish()
 
-    def finish(self) -> bool:
-        """Close the parent run, print each job's state, and say whether every job finished."""
+    def finish(self, stopped_by: str | None = None) -> bool:
+        """Close the parent run, print each job's state, and say whether every job finished.
+
+        Args:
+            stopped_by: why the sweep was cut short (Ctrl-C, SIGTERM), if it was; the parent ends KILLED.
+        """
         if self.parent_run_id is None or self.tracking_uri is None:
             return True
         client = MlflowClient(self.tracking_uri)
@@ -275,20 +304,46 @@ class SweepCallback(Callback):
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
             order_by=["attributes.start_time ASC"],
         )
-        if not children:
+        if not children and not self.failed_jobs and not _SKIPPED and stopped_by is None:
             # No job started a run (the launcher refused the sweep, say): leave no empty parent behind.
             client.delete_run(self.parent_run_id)
             self.parent_run_id = None
             return False
-        print(f"\nSweep summary ({len(children)} jobs, parent run {self.parent_run_id}):")
+        recorded = {child.data.tags.get("repro.job_num") for child in children}
+        unrecorded_failures = [line for num, line in self.failed_jobs.items() if num not in recorded]
+        total = len(children) + len(_SKIPPED) + len(unrecorded_failures)
+        print(f"\nSweep summary ({total} jobs, parent run {self.parent_run_id}):")
+        for earlier in _SKIPPED:
+            finished_as = f"(resume: FINISHED as {earlier.info.run_id})"
+            print(f"  {'SKIPPED':9s}         - J  {earlier.info.run_name} {finished_as}")
         for child in children:
             energy = child.data.metrics.get(names.ENERGY_TOTAL_J)
             energy_text = f"{energy:10.1f} J" if energy is not None else "         - J"
             print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}")
-        all_ok = all(child.info.status == "FINISHED" for child in children)
-        client.set_terminated(self.parent_run_id, status="FINISHED" if all_ok else "FAILED")
+        for line in unrecorded_failures:
+            print(f"  {'FAILED':9s}         - J  {line} (no run: failed before training)")
+        if stopped_by is not None:
+            print(f"  sweep {stopped_by}: later jobs were not run")
+        all_ok = stopped_by is None and not unrecorded_failures
+        all_ok = all_ok and all(child.info.status == "FINISHED" for child in children)
+        status = "KILLED" if stopped_by is not None else ("FINISHED" if all_ok else "FAILED")
+        if not all_ok:
+            not_finished = sum(child.info.status != "FINISHED" for child in children)
+            reason = stopped_by or f"{not_finished + len(unrecorded_failures)} job(s) did not finish"
+            client.set_tag(self.parent_run_id, "repro.end_reason", reason)
+        client.set_terminated(self.parent_run_id, status=status)
         self.parent_run_id = None
+        _SKIPPED.clear()
         return all_ok
+
+
+#: Jobs of this process's sweep that `resume=true` skipped, with the FINISHED run that stands for each.
+_SKIPPED: list[Any] = []
+
+
+def note_skipped(earlier_run: Any) -> None:
+    """Record that a job was skipped because `earlier_run` already FINISHED with its config."""
+    _SKIPPED.append(earlier_run)
 
 
 #: Sweeps started in this process, so the entry point can close them when a job's failure
@@ -296,9 +351,9 @@ class SweepCallback(Callback):
 _ACTIVE_SWEEPS: list[SweepCallback] = []
 
 
-def finish_open_sweeps() -> bool:
+def finish_open_sweeps(stopped_by: str | None = None) -> bool:
     """Close every sweep this process opened; False if any of their jobs did not finish."""
     all_ok = True
     while _ACTIVE_SWEEPS:
-        all_ok = _ACTIVE_SWEEPS.pop().finish() and all_ok
+        all_ok = _ACTIVE_SWEEPS.pop().finish(stopped_by) and all_ok
     return all_ok

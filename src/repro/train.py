@@ -10,6 +10,9 @@ composed config.
 from __future__ import annotations
 
 import csv
+import errno
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -27,15 +30,16 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from repro import loop, names, tracking
+from repro import loop, names, reconcile, tracking
 from repro.config import CONF_DIR, register_configs
 from repro.data import DataBundle, build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
 from repro.energy.projection import EnergyProjection
 from repro.environments import resolve_device
-from repro.errors import exit_on_user_error
+from repro.errors import UserError, exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
 from repro.preflight import preflight, validate_job
+from repro.spool import RunSpool
 from repro.threads import resolve_threads, use_threads
 
 register_configs()  # the schemas must be in the ConfigStore before Hydra composes anything
@@ -58,8 +62,16 @@ def run(cfg: DictConfig, context: JobContext) -> float:
         The validation F1, so that Hydra sweepers that optimise can use it.
     """
     validate_job(cfg, check_hardware=False, check_model=False)  # the model is built and checked below
+    _refuse_planted_links(context.output_dir)
     cfg.training.threads = resolve_threads(cfg.training.threads)  # logged with the params
     use_threads(cfg.training.threads)
+    reconcile.end_dead_runs(cfg.tracking.uri, cfg.tracking.experiment)
+    params = tracking.flatten_config(cfg)
+    config_hash = reconcile.config_hash(params)
+    done = reconcile.resume_decision(cfg, cfg.tracking.uri, cfg.tracking.experiment, config_hash)
+    if done is not None:
+        tracking.note_skipped(done)
+        return done.data.metrics.get("f1", float("nan"))
     device = resolve_device(cfg.gpu)
     loop.seed_everything(cfg.seed)
     data = build_data(
@@ -79,26 +91,47 @@ def run(cfg: DictConfig, context: JobContext) -> float:
     parent_run_id = cfg.tracking.parent_run_id or tracking.read_parent_run_id(context.output_dir)
     tags = {
         **tracking.provenance_tags(),
+        **reconcile.process_tags(),
         **device.tags(),
         names.TAG_MODEL: architecture,
         names.TAG_GPU: cfg.gpu.name,
         names.TAG_SEED: str(cfg.seed),
         names.TAG_OUTPUT_DIR: str(context.output_dir.resolve()),
+        names.TAG_CONFIG_HASH: config_hash,
     }
     if context.sweep_dir is not None:
         tags[names.TAG_SWEEP_DIR] = str(context.sweep_dir.resolve())
         tags[names.TAG_JOB_NUM] = str(context.job_num)
 
-    with measurement_lock(cfg.energy.lock):
+    with measurement_lock(cfg.energy.lock), _sigterm_policy(raise_now=True):
         if not context.job_num:
             warmup(cfg.energy.warmup_s, device.torch_device)  # once per campaign, heating the training device
         else:
             cooldown(cfg.energy.cooldown_s)  # between jobs, so heat from the last one does not carry over
-        with tracking.training_run(cfg.tracking.uri, cfg.tracking.experiment, run_name, parent_run_id, tags):
-            tracking.log_params(tracking.flatten_config(cfg))
+        store = cfg.tracking
+        tracked = tracking.training_run(store.uri, store.experiment, run_name, parent_run_id, tags)
+        with _sigterm_policy(raise_now=False), tracked as active:
+            tracking.log_params(params)
             mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-            tracking.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
-            return _measured_training(cfg, context, model, data, device.torch_device, monitor)
+            sink = RunSpool(cfg.tracking.uri, active.info.run_id, context.output_dir / "mlflow_spool.jsonl")
+            sink.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
+            return _measured_training(cfg, context, model, data, device.torch_device, monitor, sink)
+
+
+def _refuse_planted_links(output_dir: Path) -> None:
+    """Refuse symlinks where the job will write (CodeCarbon and NVML open their files without O_NOFOLLOW)."""
+    energy = output_dir / "energy"
+    for path in (
+        output_dir / "history.csv",
+        output_dir / "mlflow_spool.jsonl",
+        energy,
+        energy / "emissions.csv",
+        energy / "gpu_trace.csv",
+        energy / "gpu_trace_baseline.csv",
+    ):
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise UserError(f"{path} is a symbolic link (to {target}) the job would write through; remove it")
 
 
 def _measured_training(
@@ -108,24 +141,31 @@ def _measured_training(
     data: DataBundle,
     device: torch.device,
     monitor: EnergyMonitor,
+    sink: RunSpool,
 ) -> float:
-    """Train inside the meters; whatever happens, stop them and keep what they measured."""
-    monitor.measure_baseline(cfg.energy.baseline_s)  # run_metrics then adds idle_power_w and energy_net_j
-    monitor.start()
-    if monitor.estimated:
-        print(
-            "note: part of this run's energy is an ESTIMATE, not a measurement (see the run's "
-            "energy.method.* tags); no hardware counter was readable for every component.",
-            file=sys.stderr,
-        )
-    recorder = _EpochRecorder(monitor, _projection(cfg, monitor))
+    """Train inside the meters; whatever happens, stop them and keep what they measured.
+
+    Nothing here waits for MLflow while the meters run: metrics go to `sink`, which delivers them
+    from its own thread. SIGTERM only sets a flag, which the loop checks between batches; during the
+    idle baseline (a plain wait) it stops the wait at once.
+    """
+    recorder = _EpochRecorder(monitor, sink, context.output_dir / "history.csv", _projection(cfg, monitor))
     status, reason, result = "FINISHED", "completed", None
     started = time.perf_counter()
     try:
-        with _sigterm_requests_stop() as stop_requested:
-            over_budget = recorder.projection.budget_exceeded
-            hooks = loop.LoopHooks(recorder.scope, recorder.on_epoch_end, stop_requested.is_set, over_budget)
-            result = loop.train(model, data, cfg.training, device, hooks)
+        with _sigterm_policy(raise_now=True):
+            monitor.measure_baseline(cfg.energy.baseline_s)  # run_metrics then adds idle_power_w, net energy
+        monitor.start()
+        started = time.perf_counter()
+        if monitor.estimated:
+            print(
+                "note: part of this run's energy is an ESTIMATE, not a measurement (see the run's "
+                "energy.method.* tags); no hardware counter was readable for every component.",
+                file=sys.stderr,
+            )
+        over_budget = recorder.projection.budget_exceeded
+        hooks = loop.LoopHooks(recorder.scope, recorder.on_epoch_end, _STOP_REQUESTED.is_set, over_budget)
+        result = loop.train(model, data, cfg.training, device, hooks)
         reason = recorder.projection.budget_message or reason
     except KeyboardInterrupt:
         status, reason = "KILLED", "interrupted by the user (SIGINT)"
@@ -133,29 +173,56 @@ def _measured_training(
     except loop.TrainingStopped:
         status, reason = "KILLED", "terminated (SIGTERM)"
         raise
+    except OSError as error:
+        status, reason = "FAILED", _os_error_reason(error)
+        raise
     except BaseException as error:
         status, reason = "FAILED", f"{type(error).__name__}: {error}"
         raise
     finally:
         duration_s = time.perf_counter() - started
         try:
-            _record_outcome(monitor, recorder, result, reason, duration_s, context.output_dir)
+            status, reason = _record_outcome(
+                monitor, recorder, result, status, reason, duration_s, context.output_dir, sink
+            )
         finally:
-            mlflow.end_run(status=status)  # the run's true status, even if recording failed
+            _end_run(status, sink, cfg.tracking.flush_timeout_s)  # the true status, even if recording failed
     return result.metrics[names.F1]
+
+
+def _os_error_reason(error: OSError) -> str:
+    """One line for an OS error; a full disk names the path and its free space."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        path = error.filename or "."
+        folder = Path(path).parent if not Path(path).is_dir() else Path(path)
+        try:
+            free = f"{shutil.disk_usage(folder).free / 1e6:.1f} MB free"
+        except OSError:
+            free = "free space unknown"
+        return f"disk full: cannot write {path} ({free})"
+    return f"{type(error).__name__}: {error}"
 
 
 def _record_outcome(
     monitor: EnergyMonitor,
     recorder: _EpochRecorder,
     result: loop.LoopResult | None,
+    status: str,
     reason: str,
     duration_s: float,
     output_dir: Path,
-) -> None:
-    """Stop the meters and log what the run measured, whether it finished or not."""
-    mlflow.set_tag(names.TAG_END_REASON, reason[:4000])
-    total = monitor.stop()
+    sink: RunSpool,
+) -> tuple[str, str]:
+    """Stop the meters and log what the run measured, whether it finished or not.
+
+    Returns:
+        The run's status and end reason: FAILED if the meters could not write their files (disk full).
+    """
+    try:
+        total = monitor.stop()
+    except OSError as error:  # e.g. CodeCarbon's CSV on a full disk
+        total = monitor.stop()
+        status, reason = "FAILED", _os_error_reason(error)
     metrics: dict[str, float] = {
         names.DURATION_S: duration_s,
         names.IMAGES_SEEN: recorder.images_seen,
@@ -165,14 +232,50 @@ def _record_outcome(
     }
     if result is not None:
         metrics.update(result.metrics)
-    tracking.log_metrics(metrics)
-    mlflow.set_tags(monitor.provenance_tags())
-    tracking.describe_run(metrics, monitor.provenance_tags(), reason)
-    recorder.write_history(output_dir / "history.csv")
-    tracking.log_epoch_figure(recorder.history)
+    sink.log_metrics(metrics)
+    sink.set_tags(monitor.provenance_tags())
+    problems = list(recorder.write_errors)
+    try:  # the run's description and per-epoch figure: nice to have, never a reason to lose the rest
+        tracking.describe_run(metrics, monitor.provenance_tags(), reason)
+        tracking.log_epoch_figure(recorder.history)
+    except Exception as error:
+        problems.append(f"run description or epoch figure not logged: {type(error).__name__}: {error}"[:300])
     for path in [output_dir / "history.csv", *monitor.artifact_paths()]:
-        if path.exists():
+        if path.name == "history.csv" and not recorder.history:
+            continue
+        if not path.is_file() or path.is_symlink() or path.stat().st_size == 0:
+            problems.append(f"{path} was not written" + (" (empty)" if path.is_file() else ""))
+            continue
+        try:
             mlflow.log_artifact(str(path))
+        except Exception as error:  # the artifact stays in the run folder; the run says so below
+            problems.append(f"{path} not logged: {type(error).__name__}: {str(error)[:200]}")
+    if problems:  # the run keeps its status (its metrics are whole) but says what is missing
+        summary = "; ".join(problems)
+        sink.set_tags({names.TAG_ARTIFACT_ERRORS: summary[:8000]})
+        print(f"warning: {summary}", file=sys.stderr)
+    if status != "FINISHED" and reason.startswith("disk full"):
+        print(f"error: {reason}", file=sys.stderr)
+    sink.set_tags({names.TAG_END_REASON: reason[:4000]})
+    return status, reason
+
+
+def _end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
+    """Deliver the queued records, then end the run; what cannot reach MLflow goes to the spool file."""
+    spooled = sink.close(flush_timeout_s)
+    try:
+        if spooled is not None:
+            raise ConnectionError(sink.last_error or "MLflow did not take every record in time")
+        mlflow.end_run(status=status)  # pops the run locally even when the server is away
+    except Exception as error:  # the server is away: keep the status with the spooled records
+        if mlflow.active_run() is not None:
+            mlflow.tracking.fluent._active_run_stack.get().pop()
+        sink.append_to_spool([{"kind": "status", "status": status, "end_time": int(time.time() * 1000)}])
+        print(
+            f"warning: MLflow could not be reached ({error}); this run's last records are in "
+            f"{sink.spool_path}; import them with: python -m repro.spool {sink.spool_path}",
+            file=sys.stderr,
+        )
 
 
 def _projection(cfg: DictConfig, monitor: EnergyMonitor) -> EnergyProjection:
@@ -184,13 +287,21 @@ def _projection(cfg: DictConfig, monitor: EnergyMonitor) -> EnergyProjection:
 
 
 class _EpochRecorder:
-    """Per-epoch energy windows, MLflow metrics with step=epoch, and the history table."""
+    """Per-epoch energy windows, MLflow metrics with step=epoch, and the history table.
 
-    def __init__(self, monitor: EnergyMonitor, projection: EnergyProjection) -> None:
+    `history.csv` gets each epoch's row as soon as the epoch ends, so a job that dies later keeps it.
+    """
+
+    def __init__(
+        self, monitor: EnergyMonitor, sink: RunSpool, history_path: Path, projection: EnergyProjection
+    ) -> None:
         self.monitor = monitor
+        self.sink = sink
+        self.history_path = history_path
         self.projection = projection
         self.history: list[dict[str, Any]] = []
         self.images_seen = 0
+        self.write_errors: list[str] = []
         self._last_window_metrics: dict[str, float] = {}
 
     @contextmanager
@@ -210,36 +321,65 @@ class _EpochRecorder:
             **self._last_window_metrics,
         }
         projected = self.projection.on_epoch(self._last_window_metrics.get("epoch_energy_j"))
-        tracking.log_metrics({**metrics, **projected}, step=record.epoch)
+        self.sink.log_metrics({**metrics, **projected}, step=record.epoch)
         self.history.append({**record.as_row(), **self._last_window_metrics, **projected})
+        self.write_history()
 
-    def write_history(self, path: Path) -> None:
+    def write_history(self) -> None:
+        """Rewrite the history table (never through a symlink); a full disk fails the run, naming the file."""
         if not self.history:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
         columns = list(dict.fromkeys(key for row in self.history for key in row))
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.history)
+        fd = os.open(self.history_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            with os.fdopen(fd, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.history)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            error.filename = error.filename or str(self.history_path)
+            raise
+
+
+#: Set by SIGTERM; the training loop checks it between batches.
+_STOP_REQUESTED = threading.Event()
+#: Whether SIGTERM raises `TrainingStopped` at once (waits, between jobs) or only sets the flag.
+_raise_on_sigterm = True
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    _STOP_REQUESTED.set()
+    if _raise_on_sigterm:
+        raise loop.TrainingStopped()
 
 
 @contextmanager
-def _sigterm_requests_stop() -> Iterator[threading.Event]:
-    """For the duration, SIGTERM (SLURM's time limit, `kill`) only sets the event it yields.
+def _sigterm_policy(raise_now: bool) -> Iterator[None]:
+    """For the duration, SIGTERM (SLURM's time limit, `kill`) raises `TrainingStopped` or only sets a flag.
 
-    The training loop checks it between batches and stops there, so the signal never lands in the
-    middle of a meter reading or an MLflow write, and the run ends KILLED with its energy.
+    Outside a run's recording (warm-up, cooldown, the idle baseline, between jobs) it raises at once.
+    While a run records, it only sets the flag: the loop stops between batches, so the signal never
+    lands in the middle of a meter reading or an MLflow write, and the run ends KILLED with its energy.
+    A flag set during such a block raises when the block is left for a raising one.
     """
-    stop_requested = threading.Event()
+    global _raise_on_sigterm
     if threading.current_thread() is not threading.main_thread():
-        yield stop_requested  # signal handlers can only be set from the main thread
+        yield  # signal handlers can only be set from the main thread
         return
-    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_requested.set())
+    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous, _raise_on_sigterm = _raise_on_sigterm, raise_now
     try:
-        yield stop_requested
+        if raise_now and _STOP_REQUESTED.is_set():
+            raise loop.TrainingStopped()
+        yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _raise_on_sigterm = previous
+        signal.signal(signal.SIGTERM, previous_handler)
+    if previous and _STOP_REQUESTED.is_set():
+        raise loop.TrainingStopped()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -256,21 +396,43 @@ def _hydra_entry(cfg: DictConfig) -> float:
         # In a sweep a failing job is recorded as failed and the others go on; the summary says so.
         return run(cfg, context)
     with exit_on_user_error():
-        return run(cfg, context)
+        try:
+            return run(cfg, context)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SystemExit(1) from None  # the run is FAILED and its one line is printed
+            raise
 
 
 def main() -> None:
-    """Console script `repro-train`: check the whole request, then run it through Hydra."""
+    """Console script `repro-train`: check the whole request, then run it through Hydra.
+
+    Whatever ends the process (a failed job, Ctrl-C, SIGTERM between or during jobs), every sweep it
+    opened is closed with its summary, and the exit says how it ended, without a traceback:
+    130 for Ctrl-C, 143 for SIGTERM, 1 if any job did not finish.
+    """
     with exit_on_user_error():
         preflight(sys.argv[1:], CONF_DIR)
+    _STOP_REQUESTED.clear()
+    stopped_by: str | None = None
+    code: int | str | None = 0
     try:
-        _hydra_entry()
+        with _sigterm_policy(raise_now=True):
+            _hydra_entry()
     except SystemExit as stop:
-        # Hydra skips its end-of-sweep callback when a job failed; close the sweep ourselves.
-        tracking.finish_open_sweeps()
-        raise SystemExit(stop.code) from None
-    if not tracking.finish_open_sweeps():
-        raise SystemExit(1)
+        code = stop.code  # Hydra skips its end-of-sweep callback when a job failed; close the sweep below
+    except KeyboardInterrupt:
+        stopped_by, code = "interrupted (Ctrl-C)", 130
+    except loop.TrainingStopped:
+        stopped_by, code = "terminated (SIGTERM)", 143
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the summary below must not be cut short
+    all_ok = tracking.finish_open_sweeps(stopped_by)
+    if stopped_by is not None:
+        print(f"stopped: {stopped_by}; rerun the command with resume=true for the rest", file=sys.stderr)
+    if code == 0 and not all_ok:
+        code = 1
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

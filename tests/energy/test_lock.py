@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from repro.energy import lock as lock_module
 from repro.energy import measurement_lock
-from repro.energy.lock import lock_path
+from repro.energy.lock import LOCK_DIR_ENV, lock_path
 from repro.errors import UserError
 
 _HOLDER = """
@@ -25,12 +25,12 @@ with measurement_lock(True):
 
 @pytest.fixture
 def temp_dir(tmp_path: Path, monkeypatch) -> Path:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv(LOCK_DIR_ENV, str(tmp_path))
     return tmp_path
 
 
 def test_a_second_measured_job_is_refused(temp_dir: Path) -> None:
-    env = {**os.environ, "TMPDIR": str(temp_dir)}
+    env = dict(os.environ)
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
     )
@@ -57,3 +57,23 @@ def test_a_lock_left_by_a_dead_job_is_taken_over(temp_dir: Path) -> None:
     lock_path().write_text(dead.stdout)  # the file stays behind, but no process holds it
     with measurement_lock(True):
         assert lock_path().read_text().strip() == str(os.getpid())
+
+
+def test_a_symlink_at_the_lock_path_is_refused_and_its_target_kept(temp_dir: Path) -> None:
+    victim = temp_dir / "victim.txt"
+    victim.write_text("precious\n")
+    lock_path().symlink_to(victim)
+    with pytest.raises(UserError, match="symbolic link"), measurement_lock(True):
+        pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_the_lock_falls_back_when_the_first_folder_is_not_writable(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(LOCK_DIR_ENV, raising=False)
+    missing, writable = tmp_path / "no-such-dir", tmp_path / "var-tmp"
+    writable.mkdir()
+    monkeypatch.setattr(lock_module, "LOCK_DIRS", (missing, writable))
+    assert lock_path().parent == writable
+    monkeypatch.setattr(lock_module, "LOCK_DIRS", (missing,))
+    with pytest.raises(UserError, match=LOCK_DIR_ENV):
+        lock_path()

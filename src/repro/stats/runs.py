@@ -120,7 +120,12 @@ def load_published(data_path: Path, exclusions_path: Path) -> RunsTable:
             raise UserError(
                 f"{path} does not exist; point published_path/exclusions_path at the files in paper/data"
             )
-    raw = pd.read_parquet(data_path)
+    try:
+        raw = pd.read_parquet(data_path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise UserError(
+            f"{data_path} is not a readable parquet file ({_first_line(error)}); restore it from paper/data"
+        ) from None
     _require(raw, _PUBLISHED_REQUIRED, str(data_path), "expected the authors' published data set")
     exclusions = pd.read_csv(exclusions_path)
     _require(
@@ -278,6 +283,16 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
             "power_limit_w": nvml_limit_w.fillna(nominal_tdp_w),
         }
     )
+    # A run that saw no images has no energy per image (MLflow stores an infinite value as the largest float).
+    energy = runs["energy_j_per_image"]
+    no_energy_per_image = ~np.isfinite(energy) | (energy.abs() > 1e300)
+    no_energy_per_image |= metric(names.IMAGES_SEEN).eq(0).to_numpy()
+    if no_energy_per_image.any():
+        reason = "no finite energy per image (no images seen)"
+        excluded_parts.append(_excluded(raw[no_energy_per_image], reason))
+        runs = runs[~no_energy_per_image].reset_index(drop=True)
+        if runs.empty:
+            raise UserError(f"{where} has no run with a finite energy per image (did any run see images?)")
     excluded = pd.concat(excluded_parts, ignore_index=True) if excluded_parts else _no_exclusions()
     log.info(
         "%s: %d training runs read (energy: %s), %d sweep parent run(s) skipped, %d left out",

@@ -53,6 +53,12 @@ class Table:
     columns: tuple[Column, ...]
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # A table with no rows (one group: nothing to compare) may come without columns; give it its columns.
+        missing = [c.key for c in self.columns if c.key not in self.frame]
+        if missing and self.frame.empty:
+            object.__setattr__(self, "frame", self.frame.reindex(columns=[*self.frame.columns, *missing]))
+
     def to_markdown(self) -> str:
         cells = self._cells()
         number = self.name.split("_")[0]

@@ -1,0 +1,194 @@
+"""Metrics and tags on their way to MLflow: sent by a background thread, kept on local disk if undelivered.
+
+A job must never wait for the tracking server inside its energy window: a server that is slow or
+down for 30 s would otherwise be billed as 30 s of training. `RunSpool` queues each record and
+returns at once; its thread sends records in order and retries while the server is away. What is
+still undelivered when the job closes the spool is written to `mlflow_spool.jsonl` in the job's
+folder, and one command imports it later:
+
+    python -m repro.spool multirun/DATE/TIME/0/mlflow_spool.jsonl
+
+The spool file holds one JSON object per line: `{"uri", "run_id", "kind": "metric"|"tag"|"status", ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+#: Name of the spool file in a job's output folder.
+SPOOL_FILE = "mlflow_spool.jsonl"
+#: Seconds between two delivery attempts while the server is away.
+RETRY_INTERVAL_S = 1.0
+#: Records per `log_batch` call (MLflow accepts up to 1000 metrics per call).
+_BATCH = 500
+
+
+class RunSpool:
+    """Ordered, asynchronous delivery of one run's metrics and tags, with a local spool as the fallback."""
+
+    def __init__(self, uri: str, run_id: str, spool_path: Path) -> None:
+        self.uri = uri
+        self.run_id = run_id
+        self.spool_path = spool_path
+        self.last_error: str | None = None
+        self.delivered = 0
+        self._client = MlflowClient(uri)
+        self._pending: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name=f"mlflow-spool-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Queue finite metrics; NaN (e.g. AUC on a one-class validation set) is left out, not faked."""
+        timestamp_ms = int(time.time() * 1000)
+        records = [
+            {
+                "kind": "metric",
+                "key": key,
+                "value": float(value),
+                "timestamp": timestamp_ms,
+                "step": step or 0,
+            }
+            for key, value in metrics.items()
+            if value is not None and math.isfinite(float(value))
+        ]
+        self._put(records)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Queue tags (values are cut to MLflow's 8000-character limit)."""
+        self._put([{"kind": "tag", "key": key, "value": str(value)[:8000]} for key, value in tags.items()])
+
+    def _put(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        with self._cond:
+            self._pending.extend(records)
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = self._pending[:_BATCH]
+            try:
+                self._client.log_batch(
+                    self.run_id,
+                    metrics=[
+                        Metric(r["key"], r["value"], r["timestamp"], r["step"])
+                        for r in batch
+                        if r["kind"] == "metric"
+                    ],
+                    tags=[RunTag(r["key"], r["value"]) for r in batch if r["kind"] == "tag"],
+                )
+            except Exception as error:  # any failure to reach the store: keep the records and retry
+                self.last_error = (
+                    f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                )
+                log.warning(
+                    "MLflow unreachable, %d records kept for later: %s", len(self._pending), self.last_error
+                )
+                with self._cond:
+                    if self._closing:
+                        return  # close() writes what is left to the spool file
+                    self._cond.wait(timeout=RETRY_INTERVAL_S)
+                continue
+            with self._cond:
+                del self._pending[: len(batch)]
+                self.delivered += len(batch)
+
+    def close(self, timeout_s: float) -> Path | None:
+        """Deliver what is queued within `timeout_s`; write the rest to the spool file and return its path.
+
+        Returns:
+            None when everything reached MLflow, else the spool file (which the caller reports).
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self._thread.is_alive():
+            with self._cond:
+                if not self._pending:
+                    break
+            self._thread.join(timeout=min(0.05, max(deadline - time.monotonic(), 0)))
+        with self._cond:
+            self._closing = True
+            left = list(self._pending)
+            self._pending.clear()
+            self._cond.notify()
+        self._thread.join(timeout=0.1)
+        if not left:
+            return None
+        self.append_to_spool(left)
+        return self.spool_path
+
+    def append_to_spool(self, records: list[dict[str, Any]]) -> None:
+        """Add records (e.g. the run's final status) to the spool file, without following a symlink."""
+        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.spool_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "a") as handle:
+            for record in records:
+                handle.write(json.dumps({"uri": self.uri, "run_id": self.run_id, **record}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def import_spool(path: Path) -> int:
+    """Send a spool file's records to the run they belong to; returns how many were sent.
+
+    The file is renamed to `*.imported` afterwards, so importing twice sends nothing twice.
+    """
+    by_run: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_run.setdefault((record["uri"], record["run_id"]), []).append(record)
+    sent = 0
+    for (uri, run_id), records in by_run.items():
+        client = MlflowClient(uri)
+        metrics = [
+            Metric(r["key"], r["value"], r["timestamp"], r["step"]) for r in records if r["kind"] == "metric"
+        ]
+        tags = [RunTag(r["key"], r["value"]) for r in records if r["kind"] == "tag"]
+        for start in range(0, max(len(metrics), len(tags)), _BATCH):
+            client.log_batch(
+                run_id, metrics=metrics[start : start + _BATCH], tags=tags[start : start + _BATCH]
+            )
+        for record in records:
+            if record["kind"] == "status":
+                client.set_terminated(run_id, status=record["status"], end_time=record.get("end_time"))
+        sent += len(records)
+    path.rename(path.with_name(path.name + ".imported"))
+    return sent
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m repro.spool FILE...`: import spool files left by jobs whose server was away."""
+    paths = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)]
+    if not paths or any(arg.startswith("-") for arg in map(str, paths)):
+        print("usage: python -m repro.spool RUN_DIR/mlflow_spool.jsonl [...]", file=sys.stderr)
+        raise SystemExit(2)
+    for path in paths:
+        if not path.is_file():
+            print(f"error: {path} is not a spool file", file=sys.stderr)
+            raise SystemExit(2)
+        print(f"{path}: {import_spool(path)} records imported")
+
+
+if __name__ == "__main__":
+    main()

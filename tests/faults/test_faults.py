@@ -1,0 +1,314 @@
+"""Fault injection: kills, signals, a full disk, a vanishing MLflow server and two TMPDIRs.
+
+Each test injects one fault that real clusters produce and checks what a user would look at
+afterwards: every run's final state, that the energy counts training only, and that no finished
+epoch's metrics were lost.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from tests.faults.helpers import MlflowServer, children, epoch_values, parents, runs, start_job, wait_for
+
+from repro import loop, train
+from repro.energy import measurement_lock
+from repro.energy import monitor as monitor_module
+from repro.energy.lock import LOCK_DIR_ENV, lock_path
+from repro.errors import UserError
+from repro.tracking import PARENT_RUN_FILE
+from repro.train import JobContext, run
+
+pytestmark = pytest.mark.slow
+
+LONG = "training.finetune_epochs=500"
+
+
+def _has_an_epoch(uri: str, sweep_dir: Path) -> bool:
+    recorded = runs(uri, ready=sweep_dir / PARENT_RUN_FILE)
+    return any("train_loss" in child.data.metrics for child in children(recorded))
+
+
+def _history_rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _assert_no_epoch_lost(uri: str, child, history_csv: Path) -> None:
+    """Every epoch the run counts is in MLflow, step by step, and in history.csv."""
+    trained = int(child.data.metrics["trained_epochs"])
+    assert trained >= 1
+    assert epoch_values(uri, child.info.run_id, "train_loss") == list(range(trained))
+    assert [int(row["epoch"]) for row in _history_rows(history_csv)] == list(range(trained))
+
+
+def test_kill_9_then_the_next_job_ends_the_dead_runs_failed(
+    smoke_overrides, tracking_uri, tmp_path, fault_env, compose_config
+):
+    sweep_dir = tmp_path / "sweep"
+    job = start_job("-m", *smoke_overrides, LONG, f"hydra.sweep.dir={sweep_dir}", env=fault_env)
+    try:
+        wait_for(lambda: _has_an_epoch(tracking_uri, sweep_dir), "the job's first epoch", job=job)
+        job.send_signal(signal.SIGKILL)  # what the OOM killer or a node failure does
+        job.wait(timeout=30)
+    finally:
+        job.kill()
+        job.communicate()
+    left = runs(tracking_uri)
+    assert sorted(r.info.status for r in left) == ["RUNNING", "RUNNING"]  # the parent and its child
+    steps_before = epoch_values(tracking_uri, children(left)[0].info.run_id, "train_loss")
+
+    run(compose_config("seed=1"), JobContext(output_dir=tmp_path / "next"))  # the next job on this host
+
+    after = {r.info.run_id: r for r in runs(tracking_uri)}
+    for dead in left:
+        ended = after[dead.info.run_id]
+        assert ended.info.status == "FAILED", ended.info.run_name
+        assert ended.data.tags["repro.end_reason"].startswith("process died (no heartbeat since 20")
+    dead_child = children(left)[0].info.run_id
+    assert epoch_values(tracking_uri, dead_child, "train_loss") == steps_before  # its epochs are kept
+    rows = _history_rows(sweep_dir / "0" / "history.csv")
+    assert len(rows) >= len(steps_before) >= 1  # and its history.csv, written after every epoch
+    assert after[dead_child].data.tags["repro.pid"].isdigit()
+    assert [r.info.status for r in after.values() if r.info.run_id not in {d.info.run_id for d in left}] == [
+        "FINISHED"
+    ]
+
+
+def test_sigterm_in_a_sweep_ends_child_and_parent_killed_with_a_summary(
+    smoke_overrides, tracking_uri, tmp_path, fault_env
+):
+    sweep_dir = tmp_path / "sweep"
+    job = start_job("-m", "seed=0,1", *smoke_overrides, LONG, f"hydra.sweep.dir={sweep_dir}", env=fault_env)
+    try:
+        wait_for(lambda: _has_an_epoch(tracking_uri, sweep_dir), "the first job's first epoch", job=job)
+        job.send_signal(signal.SIGTERM)
+        out, err = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "Traceback" not in out
+    assert "Sweep summary (1 jobs" in out and "terminated (SIGTERM)" in out
+    assert "resume=true" in err
+
+    recorded = runs(tracking_uri)
+    (parent,) = parents(recorded)
+    (child,) = children(recorded)  # the second job never started
+    assert parent.info.status == "KILLED"
+    assert parent.data.tags["repro.end_reason"] == "terminated (SIGTERM)"
+    assert child.info.status == "KILLED"
+    assert child.data.tags["repro.end_reason"] == "terminated (SIGTERM)"
+    assert child.data.metrics["energy_total_j"] > 0
+    _assert_no_epoch_lost(tracking_uri, child, sweep_dir / "0" / "history.csv")
+
+
+def test_sigterm_during_a_cooldown_closes_the_sweep_at_once(
+    smoke_overrides, tracking_uri, tmp_path, fault_env
+):
+    sweep_dir = tmp_path / "sweep"
+    job = start_job(
+        "-m",
+        "seed=0,1",
+        *smoke_overrides,
+        "energy.cooldown_s=300",
+        f"hydra.sweep.dir={sweep_dir}",
+        env=fault_env,
+    )
+    try:
+        wait_for(
+            lambda: (
+                [c.info.status for c in children(runs(tracking_uri))] == ["FINISHED"]
+                and (sweep_dir / "1").is_dir()
+            ),
+            "the first job to finish and the second to begin its cooldown",
+            job=job,
+        )
+        time.sleep(3)
+        signalled = time.monotonic()
+        job.send_signal(signal.SIGTERM)
+        out, err = job.communicate(timeout=120)
+        stopped_after_s = time.monotonic() - signalled
+    finally:
+        job.kill()
+    assert job.returncode == 143, err[-2000:]
+    assert stopped_after_s < 60  # not after the 300 s cooldown
+    assert "Traceback" not in err
+    assert "Sweep summary (1 jobs" in out
+    recorded = runs(tracking_uri)
+    assert [c.info.status for c in children(recorded)] == ["FINISHED"]
+    assert parents(recorded)[0].info.status == "KILLED"
+
+
+def test_sigterm_during_the_idle_baseline_ends_the_run_killed(
+    compose_config, tracking_uri, tmp_path, monkeypatch
+):
+    in_baseline = threading.Event()
+    real_countdown = monitor_module.countdown
+
+    def _countdown(seconds: float, label: str, *args, **kwargs) -> None:
+        if label == "idle baseline":
+            in_baseline.set()
+        real_countdown(seconds, label, *args, **kwargs)
+
+    monkeypatch.setattr(monitor_module, "countdown", _countdown)
+
+    def _terminate_during_the_baseline() -> None:
+        if in_baseline.wait(timeout=240):
+            time.sleep(1)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=_terminate_during_the_baseline, daemon=True)
+    killer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(loop.TrainingStopped):
+            run(compose_config("energy.baseline_s=300"), JobContext(output_dir=tmp_path / "job"))
+    finally:
+        train._STOP_REQUESTED.clear()
+        killer.join(timeout=5)
+    assert in_baseline.is_set()
+    assert time.monotonic() - started < 240  # the 300 s baseline was cut short
+    (recorded,) = runs(tracking_uri)
+    assert recorded.info.status == "KILLED"
+    assert recorded.data.tags["repro.end_reason"] == "terminated (SIGTERM)"
+    assert recorded.data.metrics["trained_epochs"] == 0
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path, monkeypatch) -> Path:
+    """A folder on a full 512 KiB tmpfs; where it cannot be mounted, writes of history.csv fail as if full."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    try:
+        if mounted:
+            filler = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+            try:
+                while True:
+                    os.write(filler, b"\0" * 4096)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC
+            finally:
+                os.close(filler)
+        else:  # no root or no tmpfs: a fake full filesystem at the one write the test checks
+
+            def _disk_full(self: train._EpochRecorder) -> None:
+                self.history_path.parent.mkdir(parents=True, exist_ok=True)
+                self.history_path.touch()
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.history_path))
+
+            monkeypatch.setattr(train._EpochRecorder, "write_history", _disk_full)
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_disk_fails_the_run_cleanly_with_what_was_measured(
+    compose_config, tracking_uri, full_disk, capsys
+):
+    output_dir = full_disk / "job"
+    with pytest.raises(OSError):
+        run(compose_config(), JobContext(output_dir=output_dir))
+    (recorded,) = runs(tracking_uri)
+    assert recorded.info.status == "FAILED"
+    reason = recorded.data.tags["repro.end_reason"]
+    assert (
+        reason.startswith(f"disk full: cannot write {output_dir / 'history.csv'} (") and "MB free)" in reason
+    )
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("error: disk full")] == [f"error: {reason}"]
+    assert "history.csv" in recorded.data.tags["repro.artifact_errors"]  # said, not silent
+    assert recorded.data.metrics["energy_total_j"] > 0  # the energy measured is kept
+    assert recorded.data.metrics["trained_epochs"] == 1
+    assert epoch_values(tracking_uri, recorded.info.run_id, "train_loss") == [0]
+    logged = [item.path for item in MlflowClient(tracking_uri).list_artifacts(recorded.info.run_id)]
+    assert "history.csv" not in logged  # no empty artifact
+
+
+def test_mlflow_server_killed_and_restarted_mid_sweep_loses_nothing_and_bills_no_waiting(
+    mlflow_server: MlflowServer, data_cache, tmp_path, fault_env
+):
+    uri = mlflow_server.uri
+    sweep_dir = tmp_path / "sweep"
+    job = start_job(
+        "-m", "seed=0,1", "experiment=smoke", f"tracking.uri={uri}", f"dataset.cache_dir={data_cache}",
+        "energy=codecarbon", "training.finetune_epochs=5", "tracking.flush_timeout_s=300",
+        f"hydra.sweep.dir={sweep_dir}", env=fault_env,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _has_an_epoch(uri, sweep_dir), "the first job's first epoch", poll_s=0.2, job=job)
+        mlflow_server.kill()
+        down_at = time.monotonic()
+        time.sleep(2)
+        mlflow_server.start()
+        outage_s = time.monotonic() - down_at
+        out, err = job.communicate(timeout=600)
+    finally:
+        job.kill()
+    assert job.returncode == 0, err[-3000:]
+    recorded = runs(uri)
+    assert [p.info.status for p in parents(recorded)] == ["FINISHED"]
+    jobs = sorted(children(recorded), key=lambda r: r.data.tags["repro.job_num"])
+    assert [c.info.status for c in jobs] == ["FINISHED", "FINISHED"]
+    for num, child in enumerate(jobs):
+        history_csv = sweep_dir / str(num) / "history.csv"
+        _assert_no_epoch_lost(uri, child, history_csv)
+        training_s = sum(float(row["epoch_duration_s"]) for row in _history_rows(history_csv))
+        # The energy window is the training: no retry waiting is billed to it.
+        assert child.data.metrics["duration_s"] < training_s + 5, (
+            child.data.metrics["duration_s"],
+            training_s,
+        )
+        print(f"job {num}: duration_s={child.data.metrics['duration_s']:.1f}, epochs={training_s:.1f} s")
+    print(f"outage_s={outage_s:.1f}")
+    assert outage_s > 5  # the check above is meaningful: the outage was longer than the slack
+    assert not list(sweep_dir.glob("*/mlflow_spool.jsonl"))  # everything was delivered in the end
+
+
+_HOLDER = """
+import sys
+from repro.energy import measurement_lock
+from repro.energy import monitor as monitor_module
+with measurement_lock(True):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_the_lock_holds_across_two_tmpdirs(tmp_path: Path, monkeypatch) -> None:
+    first, second = tmp_path / "tmp-a", tmp_path / "tmp-b"
+    first.mkdir()
+    second.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != LOCK_DIR_ENV}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**env, "TMPDIR": str(first)},
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.delenv(LOCK_DIR_ENV)
+        monkeypatch.setenv("TMPDIR", str(second))
+        monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() now answers the second TMPDIR
+        assert first not in lock_path().parents and second not in lock_path().parents
+        with pytest.raises(UserError, match=f"pid {holder.pid}"), measurement_lock(True):
+            pass
+    finally:
+        holder.communicate("\n", timeout=30)

@@ -1,0 +1,249 @@
+"""Bad input that used to get through: each is one line on stderr and exit code 2 before anything trains.
+
+`repro.paper`'s cases are at the end: a damaged parquet file, an experiment with one group, a run
+that saw no images, and an experiment name that is not a safe folder name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from tests.support import REPO_ROOT
+
+from repro import paper
+from repro.errors import UserError
+from repro.train import main
+
+
+def _refused(monkeypatch, capsys, *args: str) -> str:
+    """Run the CLI in-process; it must exit 2 with one `error:` line and record nothing."""
+    monkeypatch.setattr(sys, "argv", ["repro-train", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert stopped.value.code == 2, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in err
+    return err
+
+
+def _image_tree(root: Path, classes: dict[str, int]) -> Path:
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for index in range(count):
+            Image.new("RGB", (8, 8), color=(index * 20 % 255, 40, 0)).save(root / name / f"{index}.jpg")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("training.head_lr=nan", "training.head_lr=nan"),
+        ("training.head_lr=inf", "training.head_lr=inf"),
+        ("training.finetune_lr=-inf", "training.finetune_lr=-inf"),
+        ("training.momentum=nan", "training.momentum=nan"),
+        ("energy.cooldown_s=inf", "energy.cooldown_s=inf"),
+        ("energy.carbon_intensity_g_per_kwh=nan", "energy.carbon_intensity_g_per_kwh=nan"),
+    ],
+)
+def test_nan_and_infinity_are_refused(monkeypatch, capsys, smoke_overrides, override, named):
+    err = _refused(monkeypatch, capsys, *smoke_overrides, override)
+    assert named in err and "finite" in err
+
+
+def test_a_plus_key_the_schema_lacks_is_refused_with_close_matches(monkeypatch, capsys, smoke_overrides):
+    err = _refused(monkeypatch, capsys, *smoke_overrides, "+training.batchsize=32")
+    assert "+training.batchsize=32" in err and "training.batch_size" in err
+
+
+def test_an_unknown_key_is_not_told_to_add_it_with_plus(monkeypatch, capsys, smoke_overrides):
+    err = _refused(monkeypatch, capsys, *smoke_overrides, "training.batch_sise=8")
+    assert "training.batch_sise" in err and "training.batch_size" in err
+    assert "+training" not in err
+
+
+def test_an_unquoted_path_with_a_space_gets_a_quoting_hint(monkeypatch, capsys, smoke_overrides, tmp_path):
+    err = _refused(monkeypatch, capsys, *smoke_overrides, f"dataset.path={tmp_path}/my", "images")
+    assert "quote" in err and f"'dataset.path={tmp_path}/my images'" in err
+
+
+def test_a_folder_as_the_tracking_database_is_refused(monkeypatch, capsys, smoke_overrides, tmp_path):
+    err = _refused(monkeypatch, capsys, *smoke_overrides, f"tracking.uri=sqlite:///{tmp_path}")
+    assert "names a folder" in err and f"sqlite:///{tmp_path}/mlflow.db" in err
+
+
+def test_a_file_that_is_not_sqlite_is_refused_as_the_database(monkeypatch, capsys, smoke_overrides, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes, not a database\n")
+    err = _refused(monkeypatch, capsys, *smoke_overrides, f"tracking.uri=sqlite:///{notes}")
+    assert "not an SQLite database" in err
+    assert notes.read_text() == "my notes, not a database\n"
+
+
+def test_a_truncated_jpeg_is_refused_before_training(monkeypatch, capsys, smoke_overrides, tmp_path):
+    folder = _image_tree(tmp_path / "images", {"cats": 6, "dogs": 6})
+    noise = torch.randint(0, 256, (64, 64, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    Image.fromarray(noise.numpy()).save(folder / "dogs" / "big.jpg", quality=95)
+    whole = (folder / "dogs" / "big.jpg").read_bytes()
+    (folder / "dogs" / "big.jpg").write_bytes(whole[: len(whole) * 9 // 10])  # header and checksums pass
+    err = _refused(monkeypatch, capsys, *smoke_overrides, "dataset=imagefolder", f"dataset.path={folder}")
+    assert "big.jpg" in err and "truncated" in err
+
+
+@pytest.mark.parametrize("case", ["loop", "dot", "sibling", "outside", "file_twice"])
+def test_symlinks_that_loop_duplicate_or_leave_the_folder_are_refused(
+    monkeypatch, capsys, smoke_overrides, tmp_path, case
+):
+    folder = _image_tree(tmp_path / "images", {"a": 6, "c": 6})
+    if case == "loop":
+        (folder / "a" / "again").symlink_to(folder / "a")
+    elif case == "dot":
+        (folder / "b").symlink_to(".")  # class b would get every image of a and c
+    elif case == "sibling":
+        (folder / "b").symlink_to(folder / "a")
+    elif case == "outside":
+        elsewhere = _image_tree(tmp_path / "elsewhere", {"x": 1})
+        (folder / "c" / "x").symlink_to(elsewhere / "x")
+    else:
+        (folder / "c" / "0-again.jpg").symlink_to(folder / "a" / "0.jpg")
+    err = _refused(monkeypatch, capsys, *smoke_overrides, "dataset=imagefolder", f"dataset.path={folder}")
+    expected = (
+        "out of the folder" if case == "outside" else ("twice" if case == "file_twice" else "leads back")
+    )
+    assert expected in err
+
+
+@pytest.mark.parametrize("name", ["history.csv", "energy/emissions.csv"])
+def test_a_symlink_planted_where_the_job_writes_is_refused(
+    monkeypatch, capsys, smoke_overrides, tmp_path, name
+):
+    run_dir = tmp_path / "run"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / name).symlink_to(victim)
+    err = _refused(monkeypatch, capsys, *smoke_overrides, f"hydra.run.dir={run_dir}")
+    assert "symbolic link" in err and name.split("/")[-1] in err
+    assert victim.read_text() == "precious\n"
+
+
+def _checkpoint(path: Path, state: object) -> str:
+    torch.save(state, path)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["no_matching_keys", "other_architecture", "empty", "corrupt", "truncated"])
+def test_a_checkpoint_that_does_not_fill_the_model_is_refused(
+    monkeypatch, capsys, smoke_overrides, tmp_path, case
+):
+    target = tmp_path / f"{case}.pth"
+    if case == "no_matching_keys":
+        _checkpoint(target, {"encoder.layer.weight": torch.zeros(3, 3)})
+    elif case == "other_architecture":
+        _checkpoint(target, timm.create_model("resnet18", num_classes=0).state_dict())
+    elif case == "empty":
+        _checkpoint(target, {})
+    elif case == "corrupt":
+        target.write_bytes(os.urandom(4096))
+    else:
+        whole = tmp_path / "whole.pth"
+        _checkpoint(whole, timm.create_model("mobilenetv2_050", num_classes=0).state_dict())
+        target.write_bytes(whole.read_bytes()[:20000])
+    err = _refused(monkeypatch, capsys, *smoke_overrides, f"model.weights_file={target}")
+    assert str(target) in err
+    assert "weights_only=False" not in err  # never our advice
+    if case in ("no_matching_keys", "other_architecture"):
+        assert "missing" in err and "unexpected" in err and "at least 90%" in err
+    if case == "other_architecture":
+        assert "layer1.0.conv1.weight" in err  # names the unexpected tensors
+    if case == "empty":
+        assert "holds no tensors" in err
+    if case in ("corrupt", "truncated"):
+        assert "not a readable PyTorch checkpoint" in err
+
+
+def test_a_fitting_checkpoint_is_accepted(smoke_overrides, tmp_path):
+    from repro.config import CONF_DIR
+    from repro.preflight import preflight
+
+    path = _checkpoint(tmp_path / "ok.pth", timm.create_model("mobilenetv2_050", num_classes=7).state_dict())
+    preflight([*smoke_overrides, f"model.weights_file={path}"], CONF_DIR)  # the head may differ in size
+
+
+# --- repro.paper ------------------------------------------------------------------------------------
+
+
+def _paper_config(tmp_path: Path, *overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        return compose(
+            "paper",
+            [f"tables_dir={tmp_path / 'tables'}", f"figures_dir={tmp_path / 'figures'}", *overrides],
+        )
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_paper_refuses_a_damaged_parquet_in_one_line(tmp_path, damage):
+    source = REPO_ROOT / "paper" / "data" / "dl-training-energy-consumption-dataset.parquet"
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(os.urandom(2048) if damage == "garbage" else source.read_bytes()[:5000])
+    with pytest.raises(UserError) as error:
+        paper.run(_paper_config(tmp_path, f"published_path={broken}", "figures=false"))
+    assert str(broken) in str(error.value) and "\n" not in str(error.value)
+
+
+def _log_runs(uri: str, groups: dict[tuple[str, str], list[float | None]]) -> None:
+    """Training runs as repro.train tags them, with the energy per image of each (None: no images seen)."""
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("mine")
+    for (model, gpu), energies in groups.items():
+        for seed, energy in enumerate(energies):
+            run = client.create_run(
+                experiment_id, tags={"repro.model": model, "repro.gpu": gpu, "repro.seed": str(seed)}
+            )
+            metrics = {"energy_j_per_image": energy, "f1": 0.9, "images_seen": 100.0}
+            if energy is None or energy == float("inf"):
+                metrics["images_seen"] = 0.0
+            for key, value in metrics.items():
+                if value is not None:  # repro.train logs no energy per image for a run with no images
+                    client.log_metric(run.info.run_id, key, value)
+            client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def test_paper_on_an_experiment_with_one_group_writes_its_tables(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _log_runs(uri, {("resnet18", "cpu"): [1.0, 1.1, 1.2]})
+    written = paper.run(
+        _paper_config(tmp_path, "source=mlflow", f"mlflow.tracking_uri={uri}", "mlflow.experiment=mine")
+    )
+    assert any(path.name == "t6_improvements.csv" for path in written)
+
+
+def test_paper_leaves_out_a_run_that_saw_no_images(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    _log_runs(
+        uri, {("resnet18", "cpu"): [1.0, 1.1, 1.2, float("inf")], ("vgg16", "cpu"): [2.0, 2.1, 2.2, None]}
+    )
+    paper.run(_paper_config(tmp_path, "source=mlflow", f"mlflow.tracking_uri={uri}", "mlflow.experiment=mine",
+                            "figures=false"))  # fmt: skip
+    excluded = (tmp_path / "tables" / "excluded_runs.csv").read_text()
+    assert excluded.count("no finite energy per image") == 2
+    medians = (tmp_path / "tables" / "t2_medians.csv").read_text()
+    assert "inf" not in medians.lower()
+
+
+def test_paper_keeps_an_odd_experiment_name_inside_reports(tmp_path):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        cfg = compose("paper", ["source=mlflow", "mlflow.experiment=../../../etc/x y"])
+    tables, figures = paper._output_dirs(cfg)
+    reports = REPO_ROOT / "reports"
+    assert reports in tables.resolve().parents and reports in figures.resolve().parents
+    assert tables.parent.name == ".._.._.._etc_x_y".lstrip(".")
