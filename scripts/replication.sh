@@ -34,6 +34,8 @@ sweep="$project_dir/multirun/$experiment/$(date -u +%Y-%m-%d_%H-%M-%S)"
 # The runs go to the MLflow experiment named after the campaign (a tracking.experiment override breaks that).
 train=("$python" -m repro.train -m "experiment=$experiment" "tracking.uri=$store" "tracking.experiment=$experiment"
     "hydra.sweep.dir=$sweep" "$@")
+# The commit the jobs run, read before they start: the checkout may move while a long campaign runs.
+commit=$(git -C "$project_dir" rev-parse HEAD 2>/dev/null || echo unknown)
 started_s=$(date +%s)
 started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 status=0
@@ -56,7 +58,7 @@ source_args=(source=mlflow "mlflow.tracking_uri=$store" "mlflow.experiment=$expe
     echo
     echo "- started: $started; wall time of the sweep: ${wall_s} s ($(( wall_s / 60 )) min $(( wall_s % 60 )) s)"
     echo "- sweep exit code: $status; parent run: $parent; store: $store"
-    echo "- git: $(git -C "$project_dir" rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "- git: $commit"
     echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //') x $(getconf _NPROCESSORS_ONLN)"
     echo "- memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo 2>/dev/null)"
     if command -v nvidia-smi > /dev/null; then

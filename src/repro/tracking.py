@@ -7,6 +7,7 @@ process or another node) reads that file and becomes a child through `parent_run
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -127,6 +128,7 @@ def provenance_tags() -> dict[str, str]:
     }
 
 
+@functools.cache  # read once: the code this process runs is what was checked out when it started
 def _git_sha() -> str:
     try:
         result = subprocess.run(
