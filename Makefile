@@ -48,8 +48,8 @@ report: $(STAMP) ## one self-contained HTML report: python -m repro.report [sour
 replication: $(STAMP) ## RQ1 on this machine's CPU (about 30 min): experiment=replication_cpu, its tables into reports/replication_cpu/
 	PYTHON=$(BIN)/python scripts/replication.sh replication_cpu reports/replication_cpu
 
-estimation-tables: $(STAMP) ## the energy estimator's validation tables into paper/estimation/ (deterministic)
-	$(BIN)/python -m repro.estimate validate
+estimation-tables: $(STAMP) ## the energy estimator's validation tables into paper/estimation/ ((d) from paper/replication/cpu; deterministic)
+	$(BIN)/python -m repro.estimate validate estimate.tracking_uri=sqlite:///paper/replication/cpu/mlflow.db estimate.experiment=replication_cpu
 
 mlflow-server: $(STAMP) ## a shared MLflow server for cluster sweeps: SQLite + artifacts under mlflow-server/ (MLFLOW_HOST, MLFLOW_PORT, MLFLOW_ARGS)
 	MLFLOW_HOST=$(MLFLOW_HOST) MLFLOW_PORT=$(MLFLOW_PORT) MLFLOW=$(BIN)/mlflow scripts/mlflow_server.sh $(MLFLOW_ARGS)
