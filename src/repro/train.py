@@ -436,4 +436,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the importable `repro.train`, not this `__main__` copy of it: launchers that pickle the task
+    # function (submitit, for SLURM) then pickle it by reference. From `__main__` cloudpickle copies it
+    # by value with every global it reaches, and the process-wide stop event cannot be pickled.
+    from repro.train import main as _importable_main
+
+    _importable_main()
