@@ -24,7 +24,8 @@ install: $(STAMP) ## create .venv and install repro with its dev and slurm extra
 run: $(STAMP) ## the default sweep: two models, quick preset, bundled digits, CPU
 	$(BIN)/python -m repro.train -m model=mobilenet_v2,resnet18 training=quick dataset.image_size=32
 	@echo
-	@echo "Open the runs with:  make ui   (then http://$(MLFLOW_HOST):$(MLFLOW_PORT))"
+	@echo "Open the runs with:  make ui"
+	@$(BIN)/python -m repro.ui_url --uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 
 test: $(STAMP) ## the whole test suite (slow and SLURM tests included)
 	$(BIN)/python -m pytest
