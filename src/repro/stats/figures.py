@@ -174,8 +174,9 @@ def energy_gflops(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
 def energy_boxes(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
     """Box plots of energy per image per architecture, one panel per environment."""
     envs = list(results.environments)
+    width_in = max(3.6 * len(envs), 5.0)
     figure, axes = plt.subplots(
-        1, len(envs), figsize=(3.6 * len(envs), 3.6), layout="constrained", squeeze=False, sharey=True
+        1, len(envs), figsize=(width_in, 3.6), layout="constrained", squeeze=False, sharey=True
     )
     for ax, env in zip(axes[0], envs, strict=True):
         subset = runs[runs["environment"] == env]
@@ -184,7 +185,8 @@ def energy_boxes(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
             subset.loc[subset["architecture"] == a, "energy_j_per_image"].dropna().to_numpy() for a in archs
         ]
         ax.boxplot(data, tick_labels=[arch_label(a) for a in archs])
-        ax.tick_params(axis="x", labelrotation=45)
+        # Anchored at their right end, rotated labels stay under their box and inside the figure.
+        ax.set_xticks(ax.get_xticks(), ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
         ax.set_title(env, fontsize="medium")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(METRIC_LABELS["energy_j_per_image"])
