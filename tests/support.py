@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,3 +21,23 @@ def run_cli(*args: str, env: dict[str, str], module: str = "repro.train") -> sub
     return subprocess.run(
         cli(*args, module=module), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def refused_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> str:
+    """Run `repro-train ARGS` in-process; it must exit 2 with one `error:` line and no traceback.
+
+    Returns:
+        The error line, for the test to check that it names the bad value.
+    """
+    from repro.train import main
+
+    monkeypatch.setattr(sys, "argv", ["repro-train", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2, err
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "Traceback" not in err
+    return err

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from tests.support import REPO_ROOT, run_cli
-
-from repro.train import main
-
-
-def _run_main(monkeypatch, capsys, *args: str) -> str:
-    monkeypatch.setattr(sys, "argv", ["repro-train", *args])
-    with pytest.raises(SystemExit) as stopped:
-        main()
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in err
-    return err
+from tests.support import REPO_ROOT, refused_in_process, run_cli
 
 
 def _image_tree(root: Path, classes: dict[str, int]) -> Path:
@@ -49,22 +35,22 @@ def _image_tree(root: Path, classes: dict[str, int]) -> Path:
     ],
 )
 def test_bad_value_is_one_line_exit_2(monkeypatch, capsys, smoke_overrides, override, named):
-    err = _run_main(monkeypatch, capsys, *smoke_overrides, override)
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, override)
     assert named in err
 
 
 def test_unknown_model_suggests_close_timm_names(monkeypatch, capsys, smoke_overrides):
-    err = _run_main(monkeypatch, capsys, *smoke_overrides, "model.name=resnet_18")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, "model.name=resnet_18")
     assert "resnet18" in err
 
 
 def test_unknown_option_lists_the_known_ones(monkeypatch, capsys, smoke_overrides):
-    err = _run_main(monkeypatch, capsys, *smoke_overrides, "model=no_such_net")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, "model=no_such_net")
     assert "mobilenet_v2" in err and "vgg16" in err
 
 
 def test_image_size_too_small_for_the_model(monkeypatch, capsys, smoke_overrides):
-    err = _run_main(monkeypatch, capsys, *smoke_overrides, "model=vgg16", "dataset.image_size=16")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, "model=vgg16", "dataset.image_size=16")
     assert "dataset.image_size=16" in err and "vgg16_gap" in err and "32" in err
 
 
@@ -78,7 +64,9 @@ def test_bad_dataset_folder(monkeypatch, capsys, smoke_overrides, tmp_path, case
     elif case == "unreadable":
         _image_tree(folder, {"cats": 6, "dogs": 6})
         (folder / "dogs" / "broken.png").write_bytes(b"not an image at all")
-    err = _run_main(monkeypatch, capsys, *smoke_overrides, "dataset=imagefolder", f"dataset.path={folder}")
+    err = refused_in_process(
+        monkeypatch, capsys, *smoke_overrides, "dataset=imagefolder", f"dataset.path={folder}"
+    )
     assert str(folder) in err or "broken.png" in err
     if case == "unreadable":
         assert "broken.png" in err
@@ -87,7 +75,7 @@ def test_bad_dataset_folder(monkeypatch, capsys, smoke_overrides, tmp_path, case
 def test_a_bad_job_late_in_a_sweep_stops_everything_before_training(
     monkeypatch, capsys, smoke_overrides, tmp_path
 ):
-    err = _run_main(monkeypatch, capsys, "-m", *smoke_overrides, "training.batch_size=16,0")
+    err = refused_in_process(monkeypatch, capsys, "-m", *smoke_overrides, "training.batch_size=16,0")
     assert "training.batch_size=0" in err
     assert not (REPO_ROOT / "multirun").joinpath("should-not-exist").exists()
     db = Path(smoke_overrides[1].removeprefix("tracking.uri=sqlite:///"))
@@ -95,7 +83,7 @@ def test_a_bad_job_late_in_a_sweep_stops_everything_before_training(
 
 
 def test_sweep_value_without_multirun_flag(monkeypatch, capsys, smoke_overrides):
-    err = _run_main(monkeypatch, capsys, *smoke_overrides, "model=mobilenet_v2,resnet18")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, "model=mobilenet_v2,resnet18")
     assert "-m" in err
 
 

@@ -7,7 +7,6 @@ that saw no images, and an experiment name that is not a safe folder name.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,24 +15,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, refused_in_process
 
 from repro import paper
 from repro.errors import UserError
-from repro.train import main
-
-
-def _refused(monkeypatch, capsys, *args: str) -> str:
-    """Run the CLI in-process; it must exit 2 with one `error:` line and record nothing."""
-    monkeypatch.setattr(sys, "argv", ["repro-train", *args])
-    with pytest.raises(SystemExit) as stopped:
-        main()
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert stopped.value.code == 2, err
-    assert err.startswith("error: ") and "\n" not in err, err
-    assert "Traceback" not in err
-    return err
 
 
 def _image_tree(root: Path, classes: dict[str, int]) -> Path:
@@ -56,35 +41,37 @@ def _image_tree(root: Path, classes: dict[str, int]) -> Path:
     ],
 )
 def test_nan_and_infinity_are_refused(monkeypatch, capsys, smoke_overrides, override, named):
-    err = _refused(monkeypatch, capsys, *smoke_overrides, override)
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, override)
     assert named in err and "finite" in err
 
 
 def test_a_plus_key_the_schema_lacks_is_refused_with_close_matches(monkeypatch, capsys, smoke_overrides):
-    err = _refused(monkeypatch, capsys, *smoke_overrides, "+training.batchsize=32")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, "+training.batchsize=32")
     assert "+training.batchsize=32" in err and "training.batch_size" in err
 
 
 def test_an_unknown_key_is_not_told_to_add_it_with_plus(monkeypatch, capsys, smoke_overrides):
-    err = _refused(monkeypatch, capsys, *smoke_overrides, "training.batch_sise=8")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, "training.batch_sise=8")
     assert "training.batch_sise" in err and "training.batch_size" in err
     assert "+training" not in err
 
 
 def test_an_unquoted_path_with_a_space_gets_a_quoting_hint(monkeypatch, capsys, smoke_overrides, tmp_path):
-    err = _refused(monkeypatch, capsys, *smoke_overrides, f"dataset.path={tmp_path}/my", "images")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"dataset.path={tmp_path}/my", "images")
     assert "quote" in err and f"'dataset.path={tmp_path}/my images'" in err
 
 
-def test_a_folder_as_the_tracking_database_is_refused(monkeypatch, capsys, smoke_overrides, tmp_path):
-    err = _refused(monkeypatch, capsys, *smoke_overrides, f"tracking.uri=sqlite:///{tmp_path}")
+def test_a_folder_as_the_tracking_database_is_refused(
+    monkeypatch, capsys, smoke_overrides, tmp_path
+):
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"tracking.uri=sqlite:///{tmp_path}")
     assert "names a folder" in err and f"sqlite:///{tmp_path}/mlflow.db" in err
 
 
 def test_a_file_that_is_not_sqlite_is_refused_as_the_database(monkeypatch, capsys, smoke_overrides, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes, not a database\n")
-    err = _refused(monkeypatch, capsys, *smoke_overrides, f"tracking.uri=sqlite:///{notes}")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"tracking.uri=sqlite:///{notes}")
     assert "not an SQLite database" in err
     assert notes.read_text() == "my notes, not a database\n"
 
@@ -95,7 +82,9 @@ def test_a_truncated_jpeg_is_refused_before_training(monkeypatch, capsys, smoke_
     Image.fromarray(noise.numpy()).save(folder / "dogs" / "big.jpg", quality=95)
     whole = (folder / "dogs" / "big.jpg").read_bytes()
     (folder / "dogs" / "big.jpg").write_bytes(whole[: len(whole) * 9 // 10])  # header and checksums pass
-    err = _refused(monkeypatch, capsys, *smoke_overrides, "dataset=imagefolder", f"dataset.path={folder}")
+    err = refused_in_process(
+        monkeypatch, capsys, *smoke_overrides, "dataset=imagefolder", f"dataset.path={folder}"
+    )
     assert "big.jpg" in err and "truncated" in err
 
 
@@ -115,7 +104,9 @@ def test_symlinks_that_loop_duplicate_or_leave_the_folder_are_refused(
         (folder / "c" / "x").symlink_to(elsewhere / "x")
     else:
         (folder / "c" / "0-again.jpg").symlink_to(folder / "a" / "0.jpg")
-    err = _refused(monkeypatch, capsys, *smoke_overrides, "dataset=imagefolder", f"dataset.path={folder}")
+    err = refused_in_process(
+        monkeypatch, capsys, *smoke_overrides, "dataset=imagefolder", f"dataset.path={folder}"
+    )
     expected = (
         "out of the folder" if case == "outside" else ("twice" if case == "file_twice" else "leads back")
     )
@@ -131,7 +122,7 @@ def test_a_symlink_planted_where_the_job_writes_is_refused(
     victim.write_text("precious\n")
     (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
     (run_dir / name).symlink_to(victim)
-    err = _refused(monkeypatch, capsys, *smoke_overrides, f"hydra.run.dir={run_dir}")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"hydra.run.dir={run_dir}")
     assert "symbolic link" in err and name.split("/")[-1] in err
     assert victim.read_text() == "precious\n"
 
@@ -158,7 +149,7 @@ def test_a_checkpoint_that_does_not_fill_the_model_is_refused(
         whole = tmp_path / "whole.pth"
         _checkpoint(whole, timm.create_model("mobilenetv2_050", num_classes=0).state_dict())
         target.write_bytes(whole.read_bytes()[:20000])
-    err = _refused(monkeypatch, capsys, *smoke_overrides, f"model.weights_file={target}")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"model.weights_file={target}")
     assert str(target) in err
     assert "weights_only=False" not in err  # never our advice
     if case in ("no_matching_keys", "other_architecture"):
