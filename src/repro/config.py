@@ -49,10 +49,10 @@ def check_finite(node: Any, group: str) -> None:
 class ModelConfig:
     """Which network to train. `name` is any timm model name (repro registers the study's extras)."""
 
-    name: str = MISSING
+    name: str = MISSING  # any timm model name; `import repro.models` registers the study's extras
     pretrained: bool = False  # download ImageNet weights from timm's hub (needs network)
     weights_file: str | None = None  # local checkpoint loaded through timm instead of the hub
-    drop_rate: float = 0.0
+    drop_rate: float = 0.0  # dropout before the classifier, as timm's `drop_rate`
     head: str = "linear"  # linear: GAP + one linear layer; study: the study's head (study_head_hidden)
     study_head_hidden: list[int] | None = None  # widths of the study head's ReLU layers; None: no study head
     # How pixels in 0..1 reach the model, named after Keras' preprocess_input modes: torch (ImageNet mean
@@ -113,20 +113,22 @@ class TrainingConfig:
     names this protocol; other presets set only what they change.
     """
 
-    batch_size: int = 32
+    batch_size: int = 32  # images per batch, training and validation
     head_epochs: int = 10  # phase 1: only the new head trains
     head_lr: float = 1e-4  # Adam
     finetune_epochs: int = 140  # phase 2: the whole network trains
     finetune_lr: float = 1e-5  # SGD with momentum
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD's, in fine-tuning
     early_stopping_patience: int = 20  # epochs without val-accuracy gain
-    early_stopping_min_delta: float = 1e-3
+    early_stopping_min_delta: float = 1e-3  # the smallest val-accuracy gain that counts
     plateau_patience: int = 10  # epochs before the learning rate drops
-    plateau_factor: float = 0.1
+    plateau_factor: float = 0.1  # the learning rate is multiplied by this on a plateau
     max_steps_per_epoch: int | None = None  # cap for benchmarks; None trains on every batch
     freeze_bn: bool = True  # the base's BatchNorm stays in inference mode in both phases
     drop_last: bool = True  # drop the last partial batch of training and validation
-    threads: int | None = None  # intra-op threads; None: the cores this job may use
+    # intra-op threads; None: OMP_NUM_THREADS where set, else the cores of the affinity mask, capped by
+    # SLURM_CPUS_PER_TASK
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         check_finite(self, "training")
@@ -187,18 +189,18 @@ class SlurmResources:
 
     gres: str | None = None  # e.g. "gpu:a100:1"
     constraint: str | None = None  # e.g. "a100"
-    partition: str | None = None
+    partition: str | None = None  # None: the cluster's default partition
 
 
 @dataclass
 class GpuConfig:
     """A training environment: `cpu`, `auto` (whatever is here) or a named GPU profile."""
 
-    name: str = MISSING
+    name: str = MISSING  # the profile's name, as in `gpu=NAME` and the run names
     label: str = MISSING  # human label, e.g. the study's "Cloud"
     device_match: str | None = None  # whole words of the device name, any case ("A100"); None: CPU or auto
     tdp_w: float | None = None  # nominal TDP (board power) from the spec sheet
-    memory_gb: float | None = None
+    memory_gb: float | None = None  # on-board memory
     cuda_cores: int | None = None  # published specs, read by repro.estimate; None: not known
     fp32_tflops: float | None = None  # peak FP32 throughput
     specs_source: str | None = None  # where the specs come from, e.g. the vendor's datasheet
@@ -216,8 +218,8 @@ class GpuConfig:
 class TrackingConfig:
     """Where runs are recorded."""
 
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "repro"
+    uri: str = "sqlite:///mlflow.db"  # the embedded store; http://HOST:PORT for an `mlflow server`
+    experiment: str = "repro"  # the MLflow experiment every run of the job goes to
     parent_run_id: str | None = None  # set by sweeps: every job becomes a child of this run
     flush_timeout_s: float = 60.0  # at a job's end, how long to wait for MLflow before spooling to disk
 
@@ -237,7 +239,7 @@ class Config:
     energy: EnergyConfig = MISSING
     gpu: GpuConfig = MISSING
     tracking: TrackingConfig = MISSING
-    seed: int = 0
+    seed: int = 0  # fixes the split, the initialisation and the shuffling
     run_name: str | None = None  # default: {model}-{gpu}-s{seed}
     resume: bool = False  # skip jobs whose identical config already FINISHED in this experiment
 
