@@ -246,6 +246,20 @@ class Config:
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise UserError(f"seed={self.seed} must be a non-negative integer")
+        # The groups have checked their own numbers; this also covers a schema registered without it.
+        _refuse_non_finite(dataclasses.asdict(self), "")
+
+
+def _refuse_non_finite(node: Any, prefix: str) -> None:
+    """NaN and infinity anywhere in a config tree (dicts and lists of `dataclasses.asdict`)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _refuse_non_finite(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _refuse_non_finite(value, f"{prefix.rstrip('.')}[{index}].")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{prefix.rstrip('.')}={node} is not a finite number")
 
 
 def job_config(cfg: DictConfig | Config) -> Config:

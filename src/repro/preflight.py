@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import difflib
 import itertools
-import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -230,7 +229,6 @@ def validate_job(
         seen.add(key)
         return True
 
-    _check_finite(cfg)
     if once(f"dataset:{cfg.dataset!r}"):
         from repro.data import validate_dataset
 
@@ -257,22 +255,6 @@ def validate_job(
         from repro.tracking import check_tracking_uri
 
         check_tracking_uri(cfg.tracking.uri)
-
-
-def _check_finite(cfg: Config) -> None:
-    """NaN and infinity anywhere in the job (a schema without its own check included)."""
-
-    def _walk(node: Any, prefix: str) -> None:
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                _walk(value, f"{prefix}{key}.")
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                _walk(value, f"{prefix.rstrip('.')}[{index}].")
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise UserError(f"{prefix.rstrip('.')}={node} is not a finite number")
-
-    _walk(dataclasses.asdict(cfg), "")
 
 
 def _check_model(cfg: Config) -> None:
