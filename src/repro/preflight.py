@@ -218,6 +218,10 @@ def validate_job(
 
         create_monitor(cfg.energy, torch.device("cpu"), Path("."))  # validates only; starts nothing
         check_projection(cfg.energy)
+    if check_hardware and once(f"meters:{list(cfg.energy.meters)}"):
+        from repro.energy import check_meters_available
+
+        check_meters_available(list(cfg.energy.meters))  # e.g. energy=zeus where Zeus is not installed
     if once(f"tracking:{cfg.tracking.uri}"):
         from repro.tracking import check_tracking_uri
 

@@ -1,18 +1,16 @@
-"""The meter interface and the CodeCarbon meter.
-
-A meter starts, marks points in time, and stops. A named window is the difference between two marks,
-so windows cost one reading each and always add up to the whole run.
-"""
+"""The CodeCarbon meter: CPU, RAM and GPU energy from one offline tracker (no network)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from repro.energy.measurement import Measurement
+from repro.config import EnergyConfig
+from repro.energy.measurement import Measurement, Method
+from repro.energy.nvml import nvml_index
+from repro.energy.registry import MarkingMeter, MeterContext, register_meter
 from repro.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -32,72 +30,21 @@ _CODECARBON_CPU_METHODS = {
 _Mark = tuple[float, dict[str, float]]
 
 
-class Meter(ABC):
-    """One source of energy readings: start, mark named windows, stop.
-
-    Subclasses implement `_start`, `_mark` (an opaque reading of "now"), `_between` (a Measurement from
-    two marks) and `_finish` (stop the hardware and return the final mark).
-    """
-
-    name: str = "meter"
-    #: Tie-break weight per component when two meters use an equally good method (higher wins).
-    preference: dict[str, int] = {}
-
-    def __init__(self) -> None:
-        self._start_mark: Any = None
-        self._windows: dict[str, Any] = {}
-        self._total: Measurement | None = None
-
-    @property
-    def started(self) -> bool:
-        return self._start_mark is not None
-
-    @property
-    def stopped(self) -> bool:
-        return self._total is not None
-
-    def start(self) -> None:
-        """Start measuring; raise `UserError` if the meter cannot."""
-        self._start()
-        self._start_mark = self._mark()
-
-    def open_window(self, name: str) -> None:
-        self._windows[name] = self._mark()
-
-    def close_window(self, name: str) -> Measurement:
-        return self._between(self._windows.pop(name), self._mark())
-
-    def stop(self) -> Measurement:
-        """Stop measuring and return the whole span since `start`; later calls return the same."""
-        if self._total is None:
-            self._total = self._between(self._start_mark, self._finish())
-        return self._total
-
-    @abstractmethod
-    def methods(self) -> dict[str, str]:
-        """How each component this meter measures is obtained (valid once started)."""
-
-    def provenance(self) -> dict[str, str]:
-        """Tags that say how this meter measured (valid once started)."""
-        return {}
-
-    def artifact_paths(self) -> list[Path]:
-        return []
-
-    @abstractmethod
-    def _start(self) -> None: ...
-
-    @abstractmethod
-    def _mark(self) -> Any: ...
-
-    @abstractmethod
-    def _between(self, start: Any, end: Any) -> Measurement: ...
-
-    @abstractmethod
-    def _finish(self) -> Any: ...
+#: How often CodeCarbon's own timer measures (its `measure_power_secs`).
+_MEASURE_POWER_S = 15.0
 
 
-class CodeCarbonMeter(Meter):
+@register_meter(
+    "codecarbon",
+    methods=[
+        Method("rapl", rank=10, estimate=False),
+        Method("nvml-counter", rank=20, estimate=False),
+        Method("nvml-sampled", rank=30, estimate=False),
+        Method("tdp-load-estimate", rank=40, estimate=True),
+        Method("constant-estimate", rank=50, estimate=True),
+    ],
+)
+class CodeCarbonMeter(MarkingMeter):
     """CodeCarbon's `OfflineEmissionsTracker`: CPU, RAM and (NVIDIA/AMD) GPU energy, no network.
 
     Windows read CodeCarbon's running totals after forcing a measurement. CodeCarbon's own periodic
@@ -112,7 +59,7 @@ class CodeCarbonMeter(Meter):
         self,
         output_dir: Path,
         *,
-        measure_power_s: float = 15.0,
+        measure_power_s: float = _MEASURE_POWER_S,
         gpu_ids: list[int] | None = None,
         country_iso_code: str | None = None,
         carbon_intensity_g_per_kwh: float | None = None,
@@ -128,6 +75,24 @@ class CodeCarbonMeter(Meter):
         self._tracker: Any = None
         self._lock = threading.Lock()
         self._final: Any = None  # CodeCarbon's EmissionsData at stop
+
+    intensity_source = "codecarbon:world-average"
+
+    @classmethod
+    def from_config(cls, cfg: EnergyConfig, context: MeterContext) -> CodeCarbonMeter:
+        gpu_ids = None
+        if context.device.type == "cuda":
+            index = nvml_index(context.device)
+            gpu_ids = [index] if index is not None else None
+        meter = cls(
+            context.output_dir,
+            gpu_ids=gpu_ids,
+            country_iso_code=cfg.country_iso_code,
+            carbon_intensity_g_per_kwh=cfg.carbon_intensity_g_per_kwh,
+            write_csv=not context.baseline,
+        )
+        meter.intensity_source = f"codecarbon:{cfg.country_iso_code or 'world-average'}"
+        return meter
 
     @property
     def csv_path(self) -> Path:
