@@ -7,18 +7,44 @@ default" or "not applicable".
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+
+from repro.errors import UserError
 
 from repro.errors import UserError
 
 #: The YAML config groups. The package is installed editable (`pip install -e .`), so they are
 #: read from the checkout, next to `src/`.
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+#: `model.head` options: GAP + one linear layer, or the study's dense head.
+HEADS = ("linear", "study")
+#: `model.preprocessing` options, named after the modes of Keras' `preprocess_input`.
+PREPROCESSING = ("torch", "tf", "caffe")
+
+
+def check_finite(node: Any, group: str) -> None:
+    """Refuse NaN and infinity in a config dataclass's numbers: they pass every `<= 0` check.
+
+    Each schema's `__post_init__` calls this first, so that its own range checks see only real numbers.
+
+    Args:
+        node: a config dataclass instance.
+        group: its dotted place in the job's config (`training`, `energy.projection`), for the message.
+    """
+    for item in dataclasses.fields(node):
+        value = getattr(node, item.name)
+        values = value if isinstance(value, list | tuple) else [value]
+        for one in values:
+            if isinstance(one, float) and not math.isfinite(one):
+                raise UserError(f"{group}.{item.name}={value} is not a finite number")
 
 
 def _given(value: Any) -> bool:
@@ -39,6 +65,30 @@ class ModelConfig:
     # How pixels in 0..1 reach the model, named after Keras' preprocess_input modes: torch (ImageNet mean
     # and std), tf ([-1, 1]) or caffe (BGR, ImageNet means subtracted on 0..255).
     preprocessing: str = "torch"
+
+    def __post_init__(self) -> None:
+        check_finite(self, "model")
+        if self.head not in HEADS:
+            raise UserError(f"unknown model.head={self.head!r}: choose one of {', '.join(HEADS)}")
+        if self.head == "study" and self.study_head_hidden is None:
+            raise UserError(
+                f"model.head=study: model {self.name!r} has no study head; "
+                f"these models have one: {', '.join(_models_with_study_head())}"
+            )
+        if self.preprocessing not in PREPROCESSING:
+            known = ", ".join(PREPROCESSING)
+            raise UserError(f"unknown model.preprocessing={self.preprocessing!r}: choose one of {known}")
+        if not 0 <= self.drop_rate < 1:
+            raise UserError(f"model.drop_rate={self.drop_rate} must be in [0, 1)")
+
+
+def _models_with_study_head() -> list[str]:
+    """The `model=` options whose YAML file names a study head."""
+    return [
+        path.stem
+        for path in sorted((CONF_DIR / "model").glob("*.yaml"))
+        if OmegaConf.load(path).get("study_head_hidden") is not None
+    ]
 
 
 @dataclass
@@ -76,6 +126,32 @@ class TrainingConfig:
     freeze_bn: bool = False  # the base's BatchNorm stays in inference mode in both phases (the study)
     drop_last: bool = False  # drop the last partial batch of training and validation (the study)
     threads: int | None = None  # intra-op threads; None: the cores this job may use
+
+    def __post_init__(self) -> None:
+        check_finite(self, "training")
+        positive = ("batch_size", "head_lr", "finetune_lr", "early_stopping_patience", "plateau_patience")
+        for key in (*positive, "plateau_factor"):
+            if getattr(self, key) <= 0:
+                raise UserError(f"training.{key}={getattr(self, key)} must be greater than 0")
+        for key in ("head_epochs", "finetune_epochs"):
+            if getattr(self, key) < 0:
+                raise UserError(f"training.{key}={getattr(self, key)} must be 0 or more")
+        if self.head_epochs + self.finetune_epochs == 0:
+            raise UserError(
+                "training.head_epochs and training.finetune_epochs are both 0; train at least one epoch"
+            )
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
+            raise UserError(
+                f"training.max_steps_per_epoch={self.max_steps_per_epoch} must be positive or null"
+            )
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"training.momentum={self.momentum} must be in [0, 1)")
+        if self.early_stopping_min_delta < 0:
+            raise UserError(
+                f"training.early_stopping_min_delta={self.early_stopping_min_delta} must be 0 or more"
+            )
+        if self.threads is not None and self.threads <= 0:
+            raise UserError(f"training.threads={self.threads} must be 1 or more, or unset (all cores)")
 
 
 @dataclass
@@ -176,6 +252,13 @@ class GpuConfig:
     specs_source: str | None = None  # where the specs come from, e.g. the vendor's datasheet
     slurm: SlurmResources = field(default_factory=SlurmResources)
 
+    def __post_init__(self) -> None:
+        check_finite(self, "gpu")
+        for key in ("tdp_w", "memory_gb", "cuda_cores", "fp32_tflops"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise UserError(f"gpu.{key}={value} must be greater than 0, or null when not known")
+
 
 @dataclass
 class TrackingConfig:
@@ -185,6 +268,11 @@ class TrackingConfig:
     experiment: str = "repro"
     parent_run_id: str | None = None  # set by sweeps: every job becomes a child of this run
     flush_timeout_s: float = 60.0  # at a job's end, how long to wait for MLflow before spooling to disk
+
+    def __post_init__(self) -> None:
+        check_finite(self, "tracking")
+        if self.flush_timeout_s < 0:
+            raise UserError(f"tracking.flush_timeout_s={self.flush_timeout_s} must be 0 or more seconds")
 
 
 @dataclass
@@ -200,6 +288,29 @@ class Config:
     seed: int = 0
     run_name: str | None = None  # default: {model}-{gpu}-s{seed}
     resume: bool = False  # skip jobs whose identical config already FINISHED in this experiment
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"seed={self.seed} must be a non-negative integer")
+
+
+def job_config(cfg: DictConfig | Config) -> Config:
+    """A composed job config as the dataclasses above, converted once; each checks its own values.
+
+    Args:
+        cfg: the job's composed config (a `hydra` node, if present, is left out), or an already
+            converted `Config`.
+
+    Raises:
+        UserError: from the first schema whose `__post_init__` refuses a value.
+    """
+    if isinstance(cfg, Config):
+        return cfg
+    if "hydra" in cfg:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return OmegaConf.to_object(cfg)
 
 
 _GROUP_SCHEMAS = {
