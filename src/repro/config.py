@@ -18,8 +18,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from repro.errors import UserError
 
-from repro.errors import UserError
-
 #: The YAML config groups. The package is installed editable (`pip install -e .`), so they are
 #: read from the checkout, next to `src/`.
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -163,6 +161,7 @@ class ProjectionConfig:
     tolerance: float = 0.1  # auto: stable once the window's (max - min) / mean is below this
 
     def __post_init__(self) -> None:
+        check_finite(self, "energy.projection")
         start = self.start_epoch
         if start not in ("auto", MISSING) and (
             isinstance(start, bool) or not isinstance(start, int) or start < 1
@@ -193,6 +192,7 @@ class EnergyConfig:
     budget_gco2: float | None = None  # the same in gCO2e (needs carbon_intensity_g_per_kwh)
 
     def __post_init__(self) -> None:
+        check_finite(self, "energy")
         if _given(self.meters):
             from repro.energy.registry import check_names  # the meters' registry
 

@@ -245,14 +245,6 @@ def validate_job(
         from repro.environments import resolve_device
 
         resolve_device(cfg.gpu)
-    if once(f"energy:{cfg.energy!r}"):
-        import torch
-
-        from repro.energy import create_monitor
-        from repro.energy.projection import check_projection
-
-        create_monitor(cfg.energy, torch.device("cpu"), Path("."))  # validates only; starts nothing
-        check_projection(cfg.energy)
     if check_hardware and once(f"meters:{list(cfg.energy.meters)}"):
         from repro.energy import check_meters_available
 

@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import MISSING, OmegaConf
 
-from repro.config import CONF_DIR, EnergyConfig
+from repro.config import CONF_DIR, EnergyConfig, job_config
 from repro.energy import MarkingMeter, Measurement, MeterContext, Method, create_monitor, register_meter
 from repro.energy.measurement import is_estimate, ranked_methods
 from repro.errors import UserError
@@ -95,7 +95,7 @@ def test_a_registered_meter_runs_through_the_monitor(conf_dir: Path, tmp_path: P
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["energy=toy"])
     assert OmegaConf.get_type(cfg.energy) is ToyConfig and cfg.energy.toy_power_w == 25.0
-    monitor = create_monitor(cfg.energy, torch.device("cpu"), tmp_path)
+    monitor = create_monitor(job_config(cfg).energy, torch.device("cpu"), tmp_path)
     monitor.start()
     windows = []
     for epoch in range(2):
@@ -117,7 +117,7 @@ def test_a_meter_s_own_key_is_checked_at_composition_and_conversion(conf_dir: Pa
             compose(config_name="config", overrides=["energy=toy", "energy.toy_powr_w=3"])
         cfg = compose(config_name="config", overrides=["energy=toy", "energy.toy_power_w=-3"])
     with pytest.raises(UserError, match=r"energy.toy_power_w=-3.0 must be positive"):
-        create_monitor(cfg.energy, torch.device("cpu"), tmp_path)
+        job_config(cfg)
 
 
 def test_the_toy_meter_s_keys_default_under_another_preset(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from repro import names
 from repro.config import EnergyConfig
@@ -33,13 +32,12 @@ class Window:
     measurement: Measurement | None = None
 
 
-def create_monitor(cfg: EnergyConfig | DictConfig, device: torch.device, output_dir: Path) -> EnergyMonitor:
-    """Check the energy config and return an unstarted monitor; raise `UserError` on bad values.
+def create_monitor(cfg: EnergyConfig, device: torch.device, output_dir: Path) -> EnergyMonitor:
+    """An unstarted monitor for the job's energy config (its schema checked its values when converted).
 
     An optional meter (`NAME-if-available`, or `nvml-if-gpu`) is dropped here when it says it cannot
     measure on `device`, and at `start` when it fails to start; a meter named plainly stops the job.
     """
-    cfg = as_energy_config(cfg)  # runs the schema's checks (EnergyConfig.__post_init__)
     resolved: list[str] = []
     optional: set[str] = set()
     for entry in cfg.meters:
@@ -57,18 +55,6 @@ def create_monitor(cfg: EnergyConfig | DictConfig, device: torch.device, output_
             resolved.append(name)
     optional -= {entry for entry in cfg.meters if entry in resolved}  # also named plainly: required
     return EnergyMonitor(cfg, device, output_dir, resolved, optional)
-
-
-def as_energy_config(cfg: EnergyConfig | DictConfig) -> EnergyConfig:
-    """The energy config as its schema's dataclass (a meter's subclass where the preset names one).
-
-    Converting runs the dataclasses' `__post_init__` checks, so a bad value is a `UserError` here.
-    """
-    if isinstance(cfg, EnergyConfig):
-        return cfg
-    if not (isinstance(OmegaConf.get_type(cfg), type) and issubclass(OmegaConf.get_type(cfg), EnergyConfig)):
-        cfg = OmegaConf.merge(OmegaConf.structured(EnergyConfig), cfg)
-    return OmegaConf.to_object(cfg)
 
 
 def check_meters_available(meters: list[str]) -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from omegaconf import DictConfig
-
 from repro import names
 from repro.config import EnergyConfig
 
@@ -30,16 +28,6 @@ from repro.config import EnergyConfig
 ERROR_EPOCHS = names.PROJECTION_ERROR_EPOCHS
 AUTO = "auto"
 _J_PER_KWH = 3.6e6
-
-
-def check_projection(cfg: EnergyConfig | DictConfig) -> None:
-    """Raise `UserError` on a bad projection or budget setting (called by the preflight checks).
-
-    The checks are `EnergyConfig.__post_init__` and `ProjectionConfig.__post_init__`, run by the conversion.
-    """
-    from repro.energy.monitor import as_energy_config
-
-    as_energy_config(cfg)
 
 
 def project(
