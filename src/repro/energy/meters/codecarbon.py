@@ -318,6 +318,8 @@ class CodeCarbonMeter(MarkingMeter):
             raise RuntimeError(
                 "CodeCarbon had no open task to stop; its energy since the last reading is lost"
             )
+        if self._start_mark is None:  # the start mark: the tasks before it are not the run's
+            return
         self._tasks.append(data)
         self._totals_j["cpu"] += data.cpu_energy * _J_PER_KWH
         self._totals_j["ram"] += data.ram_energy * _J_PER_KWH
