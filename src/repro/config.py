@@ -45,6 +45,11 @@ def check_finite(node: Any, group: str) -> None:
                 raise UserError(f"{group}.{item.name}={value} is not a finite number")
 
 
+def _given(value: Any) -> bool:
+    """Whether a value is set: `__post_init__` checks skip OmegaConf's MISSING ("???")."""
+    return not (isinstance(value, str) and value == MISSING)
+
+
 @dataclass
 class ModelConfig:
     """Which network to train. `name` is any timm model name (repro registers the study's extras)."""
@@ -165,6 +170,20 @@ class ProjectionConfig:
     window: int = 3  # epochs averaged for the projection
     tolerance: float = 0.1  # auto: stable once the window's (max - min) / mean is below this
 
+    def __post_init__(self) -> None:
+        check_finite(self, "energy.projection")
+        start = self.start_epoch
+        if start not in ("auto", MISSING) and (
+            isinstance(start, bool) or not isinstance(start, int) or start < 1
+        ):
+            raise UserError(
+                f"energy.projection.start_epoch={start} must be an epoch number (1 or more) or 'auto'"
+            )
+        if _given(self.window) and self.window < 1:
+            raise UserError(f"energy.projection.window={self.window} must be 1 or more epochs")
+        if _given(self.tolerance) and self.tolerance <= 0:
+            raise UserError(f"energy.projection.tolerance={self.tolerance} must be positive, e.g. 0.1 (10%)")
+
 
 @dataclass
 class EnergyConfig:
@@ -181,6 +200,43 @@ class EnergyConfig:
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     budget_j: float | None = None  # stop after the first epoch whose projected energy exceeds it
     budget_gco2: float | None = None  # the same in gCO2e (needs carbon_intensity_g_per_kwh)
+
+    def __post_init__(self) -> None:
+        check_finite(self, "energy")
+        if _given(self.meters):
+            from repro.energy.registry import check_names  # the meters' registry
+
+            check_names(self.meters)
+        if _given(self.sample_interval_s) and self.sample_interval_s <= 0:
+            raise UserError(f"energy.sample_interval_s={self.sample_interval_s} must be positive, e.g. 1.0")
+        for key in ("warmup_s", "cooldown_s", "baseline_s"):
+            if _given(getattr(self, key)) and getattr(self, key) < 0:
+                raise UserError(f"energy.{key}={getattr(self, key)} is negative; use 0 to skip it")
+        intensity = self.carbon_intensity_g_per_kwh
+        if _given(intensity) and intensity is not None and intensity < 0:
+            raise UserError(
+                f"energy.carbon_intensity_g_per_kwh={intensity} is negative; give gCO2e/kWh, e.g. 232"
+            )
+        if _given(self.country_iso_code) and self.country_iso_code is not None:
+            from codecarbon.input import DataSource  # the grid data the intensity is looked up in
+
+            if self.country_iso_code not in DataSource().get_global_energy_mix_data():
+                raise UserError(
+                    f"energy.country_iso_code={self.country_iso_code!r} is not a country CodeCarbon knows; "
+                    "use a 3-letter ISO code such as ESP, FRA or USA"
+                )
+        for key in ("budget_j", "budget_gco2"):
+            value = getattr(self, key)
+            if _given(value) and value is not None and value <= 0:
+                raise UserError(f"energy.{key}={value:g} must be greater than 0, or null for no budget")
+        budgeted = self.budget_j is not None or self.budget_gco2 is not None
+        if budgeted and _given(self.meters) and list(self.meters) == ["none"]:
+            raise UserError("an energy budget needs energy to be measured; drop energy=none")
+        if _given(self.budget_gco2) and self.budget_gco2 is not None and intensity is None:
+            raise UserError(
+                "energy.budget_gco2 needs energy.carbon_intensity_g_per_kwh (gCO2e/kWh, e.g. 232) to convert "
+                "the projected energy"
+            )
 
 
 @dataclass
@@ -297,3 +353,4 @@ def register_configs() -> None:
     store.store(name="config_schema", node=Config)
     for group, schema in _GROUP_SCHEMAS.items():
         store.store(group=group, name=f"{group}_schema", node=schema)
+    import repro.energy.meters  # noqa: F401  (each meter stores its schema as energy/<name>_schema)

@@ -243,14 +243,10 @@ def validate_job(
         from repro.environments import resolve_device
 
         resolve_device(cfg.gpu)
-    if once(f"energy:{cfg.energy!r}"):
-        import torch
+    if check_hardware and once(f"meters:{list(cfg.energy.meters)}"):
+        from repro.energy import check_meters_available
 
-        from repro.energy import create_monitor
-        from repro.energy.projection import check_projection
-
-        create_monitor(cfg.energy, torch.device("cpu"), Path("."))  # validates only; starts nothing
-        check_projection(cfg.energy)
+        check_meters_available(list(cfg.energy.meters))  # e.g. energy=zeus where Zeus is not installed
     if once(f"tracking:{cfg.tracking.uri}"):
         from repro.tracking import check_tracking_uri
 

@@ -2,21 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from repro.names import COMPONENTS  # the components a meter can measure
 
-#: How a component's energy was obtained, best first. The `-estimate` ones are models, not measurements.
-METHODS = ("rapl", "nvml-counter", "nvml-sampled", "tdp-load-estimate", "constant-estimate")
+
+@dataclass(frozen=True)
+class Method:
+    """One way of obtaining a component's energy, as a meter declares it when it registers.
+
+    Attributes:
+        name: What the `energy.method.<component>` tag says, e.g. `rapl` or `tdp-load-estimate`.
+        rank: Its place among every meter's methods; lower is better (a counter beats sampling beats
+            a model). `merge` takes each component from the meter with the best rank.
+        estimate: Whether it is a model of power rather than a reading of the hardware.
+    """
+
+    name: str
+    rank: int
+    estimate: bool
+
+
+#: Every method a registered meter may report, by name (filled by `register_methods`).
+_METHODS: dict[str, Method] = {}
+
+
+def register_methods(methods: Sequence[Method]) -> None:
+    """Add a meter's methods; the same name declared twice must mean the same thing."""
+    for method in methods:
+        known = _METHODS.setdefault(method.name, method)
+        if known != method:
+            raise ValueError(f"energy method {method.name!r} is declared twice, as {known} and {method}")
+
+
+def ranked_methods() -> tuple[str, ...]:
+    """Every registered method, best first."""
+    return tuple(sorted(_METHODS, key=lambda name: (_METHODS[name].rank, name)))
 
 
 def is_estimate(method: str) -> bool:
-    """Whether a method is a model of power rather than a reading of the hardware."""
-    return method.endswith("-estimate")
+    """Whether a method is a model of power rather than a reading; an unregistered one counts as a model."""
+    known = _METHODS.get(method)
+    return known.estimate if known is not None else True
 
 
-def _method_rank(method: str) -> int:
-    return METHODS.index(method) if method in METHODS else len(METHODS)
+def _method_rank(method: str) -> tuple[int, int]:
+    known = _METHODS.get(method)
+    return (0, known.rank) if known is not None else (1, 0)
 
 
 @dataclass(frozen=True)
@@ -36,7 +69,7 @@ class Measurement:
 
     Attributes:
         energy_j: Joules per component (`cpu`, `gpu`, `ram`); a component nothing measured is absent.
-        method: How each component in `energy_j` was obtained (one of `METHODS`).
+        method: How each component in `energy_j` was obtained (a registered `Method`'s name).
         duration_s: Wall-clock length of the span.
         gpu: Utilization, power, temperature and memory, when an NVML sampler ran.
         alternatives_j: Every figure that was taken for a component, keyed `component.source`
@@ -61,7 +94,7 @@ class Measurement:
 def merge(measurements: list[Measurement], preferred: list[dict[str, int]] | None = None) -> Measurement:
     """Combine what several meters measured over the same span.
 
-    Each component comes from the meter with the best method (see `METHODS`); on a tie, from the
+    Each component comes from the meter with the best-ranked method (see `Method.rank`); on a tie, from the
     meter with the highest preference for that component (`preferred[i][component]`), then the first.
 
     Args:

@@ -13,16 +13,13 @@ import torch
 
 from repro import names
 from repro.config import EnergyConfig
+from repro.energy import meters as _meters  # noqa: F401  (registers every meter)
 from repro.energy.measurement import COMPONENTS, Measurement, is_estimate, merge
-from repro.energy.meters import CodeCarbonMeter, Meter
-from repro.energy.nvml import NvmlMeter, nvml_index
 from repro.energy.protocol import countdown
+from repro.energy.registry import Meter, MeterContext, check_names, get_spec, parse
 from repro.errors import UserError
 
 log = logging.getLogger(__name__)
-
-#: Names accepted in `energy.meters`.
-METER_NAMES = ("codecarbon", "nvml", "nvml-if-gpu", "none")
 
 _J_PER_KWH = 3.6e6
 
@@ -36,42 +33,42 @@ class Window:
 
 
 def create_monitor(cfg: EnergyConfig, device: torch.device, output_dir: Path) -> EnergyMonitor:
-    """Check the energy config and return an unstarted monitor; raise `UserError` on bad values.
+    """An unstarted monitor for the job's energy config (its schema checked its values when converted).
 
-    `nvml-if-gpu` becomes `nvml` when `device` is a CUDA device and is dropped otherwise.
+    An optional meter (`NAME-if-available`, or `nvml-if-gpu`) is dropped here when it says it cannot
+    measure on `device`, and at `start` when it fails to start; a meter named plainly stops the job.
     """
-    names = list(cfg.meters)
-    unknown = [name for name in names if name not in METER_NAMES]
-    if unknown:
-        raise UserError(f"unknown energy meter {unknown[0]!r}; choose from {', '.join(METER_NAMES)}")
-    if "none" in names and len(names) > 1:
-        raise UserError(f"energy.meters={names} mixes 'none' with meters; use energy=none alone")
-    if cfg.sample_interval_s <= 0:
-        raise UserError(f"energy.sample_interval_s={cfg.sample_interval_s} must be positive, e.g. 1.0")
-    for key in ("warmup_s", "cooldown_s", "baseline_s"):
-        if getattr(cfg, key) < 0:
-            raise UserError(f"energy.{key}={getattr(cfg, key)} is negative; use 0 to skip it")
-    if cfg.carbon_intensity_g_per_kwh is not None and cfg.carbon_intensity_g_per_kwh < 0:
-        raise UserError(
-            f"energy.carbon_intensity_g_per_kwh={cfg.carbon_intensity_g_per_kwh} is negative; "
-            "give gCO2e/kWh, e.g. 232"
-        )
-    if cfg.country_iso_code is not None:
-        from codecarbon.input import DataSource
-
-        if cfg.country_iso_code not in DataSource().get_global_energy_mix_data():
-            raise UserError(
-                f"energy.country_iso_code={cfg.country_iso_code!r} is not a country CodeCarbon knows; "
-                "use a 3-letter ISO code such as ESP, FRA or USA"
-            )
     resolved: list[str] = []
-    explicit_nvml = "nvml" in names
-    for name in names:
-        if name == "nvml-if-gpu":
-            name = "nvml" if device.type == "cuda" else None
-        if name not in (None, "none") and name not in resolved:
+    optional: set[str] = set()
+    for entry in cfg.meters:
+        parsed = parse(entry)
+        if parsed is None:
+            continue
+        name, is_optional = parsed
+        if is_optional:
+            reason = get_spec(name).cls.unavailable(device)
+            if reason is not None:
+                log.info("energy meter %r skipped: %s", name, reason)
+                continue
+            optional.add(name)
+        if name not in resolved:
             resolved.append(name)
-    return EnergyMonitor(cfg, device, output_dir, resolved, explicit_nvml)
+    optional -= {entry for entry in cfg.meters if entry in resolved}  # also named plainly: required
+    return EnergyMonitor(cfg, device, output_dir, resolved, optional)
+
+
+def check_meters_available(meters: list[str]) -> None:
+    """Raise `UserError` when a meter named plainly in `energy.meters` cannot run on this machine.
+
+    For the preflight checks on the machine that trains; optional meters are only skipped.
+    """
+    check_names(meters)
+    for entry in meters:
+        parsed = parse(entry)
+        if parsed is not None and not parsed[1]:
+            reason = get_spec(parsed[0]).cls.unavailable(None)
+            if reason is not None:
+                raise UserError(f"energy meter {parsed[0]!r} is unavailable: {reason}")
 
 
 class EnergyMonitor:
@@ -87,13 +84,13 @@ class EnergyMonitor:
         device: torch.device,
         output_dir: Path,
         meters: list[str],
-        explicit_nvml: bool,
+        optional: set[str] | None = None,
     ) -> None:
         self.cfg = cfg
         self.device = device
         self.output_dir = output_dir
         self.meter_names = meters
-        self.explicit_nvml = explicit_nvml
+        self.optional = optional or set()
         self.idle_power_w: float | None = None
         self.baseline_s = 0.0
         self._meters: list[Meter] = []
@@ -107,43 +104,35 @@ class EnergyMonitor:
         return bool(self.meter_names)
 
     def _build(self, baseline: bool) -> list[Meter]:
+        context = MeterContext(self.device, self.output_dir, baseline)
         meters: list[Meter] = []
         for name in self.meter_names:
-            if name == "codecarbon":
-                gpu_ids = None
-                if self.device.type == "cuda":
-                    index = nvml_index(self.device)
-                    gpu_ids = [index] if index is not None else None
-                meters.append(
-                    CodeCarbonMeter(
-                        self.output_dir,
-                        gpu_ids=gpu_ids,
-                        country_iso_code=self.cfg.country_iso_code,
-                        carbon_intensity_g_per_kwh=self.cfg.carbon_intensity_g_per_kwh,
-                        write_csv=not baseline,
-                    )
-                )
-            elif name == "nvml":
-                trace = self.output_dir / ("gpu_trace_baseline.csv" if baseline else "gpu_trace.csv")
-                meters.append(NvmlMeter(self.device, self.cfg.sample_interval_s, trace))
+            spec = get_spec(name)
+            reason = spec.cls.unavailable(self.device)
+            if reason is not None and name not in self.optional:
+                raise UserError(f"energy meter {name!r} is unavailable: {reason}")
+            meters.append(spec.cls.from_config(spec.settings(self.cfg), context))
         return meters
 
     def _start_meters(self, meters: list[Meter]) -> list[Meter]:
-        """Start every meter or none: on a failure, stop those already started and raise."""
+        """Start every meter or none: on a failure, stop those already started and raise.
+
+        An optional meter that fails to start is skipped with a warning (`energy.meters_skipped`).
+        """
         started: list[Meter] = []
         try:
             for meter in meters:
                 try:
                     meter.start()
                 except UserError as error:
-                    if isinstance(meter, NvmlMeter) and not self.explicit_nvml:
-                        log.warning(
-                            "no NVML sampler for this GPU (%s); other meters measure it, if any", error
-                        )
-                        if meter.name not in self._skipped:
-                            self._skipped.append(meter.name)
-                        continue
-                    raise
+                    if meter.name not in self.optional:
+                        raise
+                    log.warning(
+                        "energy meter %r skipped (%s); other meters measure, if any", meter.name, error
+                    )
+                    if meter.name not in self._skipped:
+                        self._skipped.append(meter.name)
+                    continue
                 started.append(meter)
         except BaseException:
             for meter in started:
@@ -153,8 +142,6 @@ class EnergyMonitor:
 
     def measure_baseline(self, seconds: float) -> float | None:
         """Measure the machine's idle power for `seconds` before the run; None when 0 or nothing measures."""
-        if seconds < 0:
-            raise UserError(f"energy.baseline_s={seconds} is negative; use 0 to skip it")
         if seconds == 0 or not self.meter_names:
             return None
         meters = self._start_meters(self._build(baseline=True))
@@ -199,6 +186,8 @@ class EnergyMonitor:
                 except Exception as error:
                     log.error("energy meter %r failed to stop: %s", meter.name, error)
                     errors.append(error)
+                    if meter.stopped:  # it measured, but could not write its files: keep the measurement
+                        measurements.append(meter.stop())
             duration_s = time.perf_counter() - self._start_s if self._start_s is not None else 0.0
             self._total = (
                 merge(measurements, [meter.preference for meter in self._meters if meter.stopped])
@@ -225,8 +214,8 @@ class EnergyMonitor:
         if self.cfg.carbon_intensity_g_per_kwh is not None:
             return self.cfg.carbon_intensity_g_per_kwh, "config"
         for meter in self._meters:
-            if isinstance(meter, CodeCarbonMeter) and meter.intensity_g_per_kwh is not None:
-                return meter.intensity_g_per_kwh, f"codecarbon:{self.cfg.country_iso_code or 'world-average'}"
+            if meter.intensity_g_per_kwh is not None:
+                return meter.intensity_g_per_kwh, meter.intensity_source
         return None, "none"
 
     def run_metrics(self, total: Measurement, images_seen: int, duration_s: float) -> dict[str, float]:
@@ -294,5 +283,5 @@ class EnergyMonitor:
         return tags
 
     def artifact_paths(self) -> list[Path]:
-        """Files to log as artifacts: CodeCarbon's CSV and the NVML trace (once stopped)."""
+        """Files to log as artifacts, e.g. CodeCarbon's CSV and the NVML trace (once stopped)."""
         return [path for meter in self._meters for path in meter.artifact_paths()]

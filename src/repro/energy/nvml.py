@@ -1,4 +1,5 @@
-"""The NVML meter: a background sampler of GPU power, in the style of the study's `nvidia-smi` loop.
+"""NVML access for the meters: a background sampler of GPU power, in the style of the study's
+`nvidia-smi` loop, and the handle of the training GPU.
 
 Power is integrated over time with the trapezoid rule. Where the GPU has a total-energy counter
 (Volta and newer), the counter's difference is recorded too, and preferred as the GPU's energy.
@@ -6,19 +7,16 @@ Power is integrated over time with the trapezoid rule. Where the GPU has a total
 
 from __future__ import annotations
 
-import csv
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from repro.energy.measurement import GpuStats, Measurement
-from repro.energy.meters import Meter
 from repro.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -143,84 +141,6 @@ def span_measurement(samples: list[GpuSample]) -> Measurement:
         samples=len(samples),
     )
     return Measurement({"gpu": energy_j}, {"gpu": method}, duration_s, stats, alternatives_j)
-
-
-class NvmlMeter(Meter):
-    """GPU energy from NVML, sampled in a background thread.
-
-    Args:
-        device: The training device; its NVML handle is found by UUID. A CPU device means GPU 0.
-        interval_s: Sampling period.
-        trace_path: Where the trace CSV is written at stop.
-        open_device: Opens the GPU; injected by tests, `open_nvml_device` otherwise.
-    """
-
-    name = "nvml"
-    preference = {"gpu": 1}  # measures exactly the training GPU; CodeCarbon may see several
-
-    def __init__(
-        self,
-        device: torch.device,
-        interval_s: float,
-        trace_path: Path,
-        open_device: Callable[[torch.device], GpuSource] | None = None,
-    ) -> None:
-        super().__init__()
-        self.device = device
-        self.interval_s = interval_s
-        self.trace_path = trace_path
-        self._open_device = open_device or open_nvml_device
-        self._source: GpuSource | None = None
-        self._sampler: PowerSampler | None = None
-        self._has_counter = False
-
-    def _start(self) -> None:
-        self._source = self._open_device(self.device)
-        self._has_counter = self._source.read().energy_counter_j is not None
-        self._sampler = PowerSampler(self._source.read, self.interval_s)
-        self._sampler.start()
-
-    def _mark(self) -> int:
-        return self._sampler.mark()
-
-    def _finish(self) -> int:
-        end = self._sampler.stop()
-        self._write_trace()
-        self._source.close()
-        return end
-
-    def _between(self, start: int, end: int) -> Measurement:
-        return span_measurement(self._sampler.between(start, end))
-
-    def methods(self) -> dict[str, str]:
-        return {"gpu": "nvml-counter" if self._has_counter else "nvml-sampled"}
-
-    def provenance(self) -> dict[str, str]:
-        tags = dict(self._source.info)
-        tags["energy.sample_interval_s"] = f"{self.interval_s:g}"
-        tags["energy.nvml_counter"] = str(self._has_counter).lower()
-        if self._sampler is not None and self._sampler.failed_reads:
-            tags["energy.nvml_failed_reads"] = str(self._sampler.failed_reads)
-        return tags
-
-    def artifact_paths(self) -> list[Path]:
-        return [self.trace_path] if self.trace_path.exists() else []
-
-    def _write_trace(self) -> None:
-        samples = self._sampler.samples
-        self.trace_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.trace_path.open("w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(
-                ["timestamp", "elapsed_s", "power_w", "utilization_pct", "memory_used_mb",
-                 "temperature_c", "energy_counter_j"]
-            )  # fmt: skip
-            for sample in samples:
-                r = sample.reading
-                writer.writerow(
-                    [f"{sample.unix_s:.3f}", f"{sample.time_s - samples[0].time_s:.3f}", r.power_w,
-                     r.utilization_pct, r.memory_used_mb, r.temperature_c, r.energy_counter_j]
-                )  # fmt: skip
 
 
 def open_nvml_device(device: torch.device) -> GpuSource:

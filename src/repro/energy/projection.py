@@ -23,39 +23,11 @@ from collections.abc import Callable, Sequence
 
 from repro import names
 from repro.config import EnergyConfig
-from repro.errors import UserError
 
 #: The epochs after which the final projection errors are logged.
 ERROR_EPOCHS = names.PROJECTION_ERROR_EPOCHS
 AUTO = "auto"
 _J_PER_KWH = 3.6e6
-
-
-def check_projection(cfg: EnergyConfig) -> None:
-    """Raise `UserError` on a bad projection or budget setting (called by the preflight checks)."""
-    start = cfg.projection.start_epoch
-    if start != AUTO and (isinstance(start, bool) or not isinstance(start, int) or start < 1):
-        raise UserError(
-            f"energy.projection.start_epoch={start} must be an epoch number (1 or more) or 'auto'"
-        )
-    if cfg.projection.window < 1:
-        raise UserError(f"energy.projection.window={cfg.projection.window} must be 1 or more epochs")
-    if cfg.projection.tolerance <= 0:
-        raise UserError(
-            f"energy.projection.tolerance={cfg.projection.tolerance} must be positive, e.g. 0.1 (10%)"
-        )
-    for key in ("budget_j", "budget_gco2"):
-        value = getattr(cfg, key)
-        if value is not None and value <= 0:
-            raise UserError(f"energy.{key}={value:g} must be greater than 0, or null for no budget")
-    budgeted = cfg.budget_j is not None or cfg.budget_gco2 is not None
-    if budgeted and list(cfg.meters) == ["none"]:
-        raise UserError("an energy budget needs energy to be measured; drop energy=none")
-    if cfg.budget_gco2 is not None and cfg.carbon_intensity_g_per_kwh is None:
-        raise UserError(
-            "energy.budget_gco2 needs energy.carbon_intensity_g_per_kwh (gCO2e/kWh, e.g. 232) to convert "
-            "the projected energy"
-        )
 
 
 def project(
