@@ -30,7 +30,7 @@ def test_digits_are_decoded_once_and_held_as_uint8(data_cache: Path) -> None:
 def test_a_folder_over_the_memory_limit_is_read_per_batch_with_the_same_pixels(
     data_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("repro.data.available_cores", lambda: 3)
+    monkeypatch.setattr("repro.data.loaders.available_cores", lambda: 3)
     cfg = DatasetConfig(name="digits", cache_dir=str(data_cache), image_size=16, augment=False)
     held = build_data(cfg, 128, 0, preprocessing="caffe")
     cfg.memory_limit_mb = 1.0  # 1797 x 3 x 16 x 16 bytes = 1.4 MB

@@ -278,14 +278,14 @@ def _nvml_specs() -> dict[str, float | None]:
 
 def dataset_split_sizes(cfg: DictConfig) -> tuple[int, int]:
     """(training, validation) image counts of a dataset config, without loading any image."""
-    from repro.data import _scan_folder  # the dataset's own rules for what counts as an image
+    from repro.data.imagefolder import scan_folder  # the dataset's own rules for what counts as an image
 
     if cfg.name == "digits":
         total = 1797  # scikit-learn's handwritten digits
     elif cfg.name == "synthetic":
         total = int(cfg.num_images)
     elif cfg.name == "imagefolder":
-        samples, _ = _scan_folder(Path(cfg.path))
+        samples, _ = scan_folder(Path(cfg.path))
         total = len(samples)
     else:
         raise UserError(f"dataset={cfg.name}: the estimate does not know how many images it has")
