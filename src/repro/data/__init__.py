@@ -1,4 +1,4 @@
-"""Images for one training job: scikit-learn's digits, a user's image folder or synthetic images.
+"""Images for one training job, from a registered source: `digits`, `imagefolder`, `synthetic`, ...
 
 Every source ends as a list of labelled images, split 70/30 (stratified, seeded) and served by two
 DataLoaders; only the training set gets the study's augmentation. A data set whose decoded pixels fit
@@ -8,20 +8,37 @@ per batch, in DataLoader workers. Either way a batch is made on tensors: augment
 `validate_dataset` runs the cheap checks a sweep needs before any job starts; `build_data` builds one
 job's loaders.
 
-Modules: `build` (the two entry points), one module per source (`digits`, `imagefolder`,
-`synthetic`), and the shared machinery: `split`, `loaders`, `files`, `transforms`.
+Modules: `build` (the entry points), `registry` (sources by name), one module per source, and the
+shared machinery: `split`, `loaders`, `files` (images stored as files), `transforms`. A new source is
+one module here, imported below, plus `conf/dataset/<name>.yaml` (see CONTRIBUTING.md).
 """
 
-from repro.data.build import DataBundle, build_data, validate_dataset
+from repro.data import digits, imagefolder, synthetic  # noqa: F401  (each registers its source)
+from repro.data.build import DataBundle, build_data, dataset_labels, validate_dataset
 from repro.data.loaders import default_workers
+from repro.data.registry import (
+    DatasetSource,
+    Labels,
+    dataset_config,
+    dataset_names,
+    register_dataset,
+    store_schemas,
+)
 from repro.data.transforms import PREPROCESSING, check_preprocessing, preprocess
 
 __all__ = [
     "PREPROCESSING",
     "DataBundle",
+    "DatasetSource",
+    "Labels",
     "build_data",
     "check_preprocessing",
+    "dataset_config",
+    "dataset_labels",
+    "dataset_names",
     "default_workers",
     "preprocess",
+    "register_dataset",
+    "store_schemas",
     "validate_dataset",
 ]

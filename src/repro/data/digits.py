@@ -1,16 +1,48 @@
-"""scikit-learn's 1,797 handwritten 8x8 digits, written once as PNG files in an ImageFolder tree."""
+"""`dataset=digits`: scikit-learn's 1,797 handwritten 8x8 digits, written once as PNG files in an
+ImageFolder tree under `dataset.cache_dir` and read from there."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from repro.config import DatasetConfig
+from repro.config import DatasetConfig, is_set
+from repro.data.files import ReadFile
+from repro.data.imagefolder import folder_labels
+from repro.data.loaders import Reader
+from repro.data.registry import DatasetSource, Labels, register_dataset
+from repro.errors import UserError
+
+_TASKS = ("binary", "multiclass")
+
+
+@dataclass
+class DigitsConfig(DatasetConfig):
+    name: str = "digits"
+    task: str = "binary"  # binary (digit < 5 vs >= 5, the study's kind of task) or multiclass (10 digits)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if is_set(self.task) and self.task not in _TASKS:
+            raise UserError(f"unknown dataset.task={self.task!r}: choose one of {', '.join(_TASKS)}")
+
+
+@register_dataset("digits")
+class Digits(DatasetSource):
+    config = DigitsConfig
+
+    def labels(self, cfg: DigitsConfig) -> Labels:
+        return Labels(*digit_targets(cfg.task))  # the tree is not written before a job needs it
+
+    def load(self, cfg: DigitsConfig, seed: int) -> tuple[Labels, Reader]:
+        labels = folder_labels(digits_tree(cfg))
+        return labels, ReadFile(labels.files, cfg.image_size)
 
 
 def digit_targets(task: str) -> tuple[list[int], list[str]]:
@@ -23,7 +55,7 @@ def digit_targets(task: str) -> tuple[list[int], list[str]]:
     return [class_to_idx[label] for label in labels], class_names
 
 
-def digits_tree(cfg: DatasetConfig) -> Path:
+def digits_tree(cfg: DigitsConfig) -> Path:
     """Write scikit-learn's digits once as PNG files in an ImageFolder tree; return its root.
 
     The tree is written to a temporary folder and renamed into place, so a crash never leaves half

@@ -57,9 +57,9 @@ def check_links(root: Path) -> None:
         )
 
 
-def verify_images(samples: list[tuple[str, int]]) -> None:
+def verify_images(files: list[str]) -> None:
     """Decode every image once, as training will; the first that fails stops the job before it starts."""
-    for file, _ in samples:
+    for file in files:
         try:
             with Image.open(file) as image:
                 image.load()

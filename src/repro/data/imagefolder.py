@@ -1,22 +1,44 @@
-"""A user's folder of class sub-folders (DIR/CLASS/IMAGE), listed as torchvision's ImageFolder lists it."""
+"""`dataset=imagefolder`: a user's folder of class sub-folders (DIR/CLASS/IMAGE), listed as torchvision's
+ImageFolder lists it."""
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from repro.config import DatasetConfig
-from repro.data.files import check_links
+from repro.data.files import ReadFile, check_links
+from repro.data.loaders import Reader
+from repro.data.registry import DatasetSource, Labels, register_dataset
 from repro.errors import UserError
 
 
-def folder(cfg: DatasetConfig) -> Path:
+@dataclass
+class ImageFolderConfig(DatasetConfig):
+    name: str = "imagefolder"
+    path: str = MISSING  # a folder with one sub-folder per class
+
+
+@register_dataset("imagefolder")
+class ImageFolder(DatasetSource):
+    config = ImageFolderConfig
+
+    def labels(self, cfg: ImageFolderConfig) -> Labels:
+        return folder_labels(folder(cfg))
+
+    def load(self, cfg: ImageFolderConfig, seed: int) -> tuple[Labels, Reader]:
+        labels = self.labels(cfg)
+        return labels, ReadFile(labels.files, cfg.image_size)
+
+
+def folder(cfg: ImageFolderConfig) -> Path:
     """The image folder a user gave, checked to be an existing directory."""
-    if isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, "path") or cfg.path in (None, MISSING):
+    if cfg.path in (None, MISSING):
         raise UserError(
             "dataset.path is not set: give dataset.path=DIR, a folder with one sub-folder per class"
         )
@@ -30,6 +52,12 @@ def folder(cfg: DatasetConfig) -> Path:
             f"dataset.path={cfg.path} is not a folder: give a folder with one sub-folder per class"
         )
     return path
+
+
+def folder_labels(root: Path) -> Labels:
+    """The images that torchvision's ImageFolder would load from `root`, with their classes."""
+    samples, class_names = scan_folder(root)
+    return Labels([t for _, t in samples], class_names, [file for file, _ in samples])
 
 
 def scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[str]]:

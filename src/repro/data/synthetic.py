@@ -1,20 +1,49 @@
-"""Noise around a class-dependent colour, generated from the seed as images are read, for scale tests."""
+"""`dataset=synthetic`: noise around a class-dependent colour, generated from the seed as images are
+read, for scale tests."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from repro.config import DatasetConfig
+from repro.config import DatasetConfig, is_set
+from repro.data.loaders import Reader
+from repro.data.registry import DatasetSource, Labels, register_dataset
+from repro.errors import UserError
 
 
-def synthetic_targets(cfg: DatasetConfig) -> list[int]:
-    """Balanced labels: image i is in class i mod num_classes."""
-    return [i % cfg.num_classes for i in range(cfg.num_images)]
+@dataclass
+class SyntheticConfig(DatasetConfig):
+    name: str = "synthetic"
+    num_images: int = 512
+    num_classes: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if is_set(self.num_classes) and self.num_classes < 2:
+            raise UserError(f"dataset.num_classes={self.num_classes} must be at least 2 for synthetic images")
+        if is_set(self.num_classes) and is_set(self.num_images) and self.num_images < 2 * self.num_classes:
+            raise UserError(
+                f"dataset.num_images={self.num_images} is too few for {self.num_classes} classes: "
+                f"give at least {2 * self.num_classes} (two per class)"
+            )
 
 
-def synthetic_class_names(cfg: DatasetConfig) -> list[str]:
-    return [f"class{c}" for c in range(cfg.num_classes)]
+@register_dataset("synthetic")
+class Synthetic(DatasetSource):
+    config = SyntheticConfig
+
+    def labels(self, cfg: SyntheticConfig) -> Labels:
+        """Balanced labels: image i is in class i mod num_classes."""
+        targets = [i % cfg.num_classes for i in range(cfg.num_images)]
+        return Labels(targets, [f"class{c}" for c in range(cfg.num_classes)])
+
+    def load(self, cfg: SyntheticConfig, seed: int) -> tuple[Labels, Reader]:
+        labels = self.labels(cfg)
+        means = synthetic_class_means(len(labels.class_names), seed)
+        return labels, SyntheticImage(means, labels.targets, cfg.image_size, seed)
 
 
 def synthetic_class_means(num_classes: int, seed: int) -> np.ndarray:

@@ -278,17 +278,9 @@ def _nvml_specs() -> dict[str, float | None]:
 
 def dataset_split_sizes(cfg: DictConfig) -> tuple[int, int]:
     """(training, validation) image counts of a dataset config, without loading any image."""
-    from repro.data.imagefolder import scan_folder  # the dataset's own rules for what counts as an image
+    from repro.data import dataset_labels  # the dataset's own rules for what counts as an image
 
-    if cfg.name == "digits":
-        total = 1797  # scikit-learn's handwritten digits
-    elif cfg.name == "synthetic":
-        total = int(cfg.num_images)
-    elif cfg.name == "imagefolder":
-        samples, _ = scan_folder(Path(cfg.path))
-        total = len(samples)
-    else:
-        raise UserError(f"dataset={cfg.name}: the estimate does not know how many images it has")
+    total = len(dataset_labels(cfg).targets)
     n_val = math.ceil(cfg.val_fraction * total)  # scikit-learn's train_test_split rounds the test side up
     return total - n_val, n_val
 
