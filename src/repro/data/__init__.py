@@ -13,7 +13,7 @@ shared machinery: `split`, `loaders`, `files` (images stored as files), `transfo
 one module here, imported below, plus `conf/dataset/<name>.yaml` (see CONTRIBUTING.md).
 """
 
-from repro.data import digits, imagefolder, synthetic  # noqa: F401  (each registers its source)
+from repro.data import csv_manifest, digits, imagefolder, synthetic  # noqa: F401  (each registers its source)
 from repro.data.build import DataBundle, build_data, dataset_labels, validate_dataset
 from repro.data.loaders import default_workers
 from repro.data.registry import (

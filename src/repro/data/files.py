@@ -59,12 +59,21 @@ def check_links(root: Path) -> None:
 
 def verify_images(files: list[str]) -> None:
     """Decode every image once, as training will; the first that fails stops the job before it starts."""
-    for file in files:
+    unreadable = first_unreadable(files)
+    if unreadable is not None:
+        _, file, error = unreadable
+        raise UserError(f"unreadable image {file} ({error}): replace or delete the file")
+
+
+def first_unreadable(files: list[str]) -> tuple[int, str, Exception] | None:
+    """The index, file and error of the first image PIL cannot decode, or None if all decode."""
+    for index, file in enumerate(files):
         try:
             with Image.open(file) as image:
                 image.load()
         except UNREADABLE as error:
-            raise UserError(f"unreadable image {file} ({error}): replace or delete the file") from None
+            return index, file, error
+    return None
 
 
 class ReadFile:
