@@ -10,10 +10,13 @@ job's loaders.
 
 Modules: `build` (the entry points), `registry` (sources by name), one module per source, and the
 shared machinery: `split`, `loaders`, `files` (images stored as files), `transforms`. A new source is
-one module here, imported below, plus `conf/dataset/<name>.yaml` (see CONTRIBUTING.md).
+one module here (imported below with every other module of the package, so it registers itself) plus
+`conf/dataset/<name>.yaml`; see CONTRIBUTING.md.
 """
 
-from repro.data import csv_manifest, digits, imagefolder, synthetic  # noqa: F401  (each registers its source)
+import importlib
+import pkgutil
+
 from repro.data.build import DataBundle, build_data, dataset_labels, validate_dataset
 from repro.data.loaders import default_workers
 from repro.data.registry import (
@@ -25,6 +28,9 @@ from repro.data.registry import (
     store_schemas,
 )
 from repro.data.transforms import PREPROCESSING, check_preprocessing, preprocess
+
+for _module in pkgutil.iter_modules(__path__):  # each source module registers itself on import
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "PREPROCESSING",
