@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 MLFLOW_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint ui paper-tables report estimation-tables mlflow-server replication
+.PHONY: help install run test test-fast lint ui paper-tables report estimation-tables mlflow-server replication config-docs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ replication: $(STAMP) ## RQ1 on this machine's CPU (about 30 min): experiment=re
 
 estimation-tables: $(STAMP) ## the energy estimator's validation tables into paper/estimation/ ((d) from paper/replication/cpu; deterministic)
 	$(BIN)/python -m repro.estimate validate estimate.tracking_uri=sqlite:///paper/replication/cpu/mlflow.db estimate.experiment=replication_cpu
+
+config-docs: $(STAMP) ## regenerate README.md's configuration reference from the schemas and group YAMLs
+	$(BIN)/python -m repro.config_docs --write
 
 mlflow-server: $(STAMP) ## a shared MLflow server for cluster sweeps: SQLite + artifacts under mlflow-server/ (MLFLOW_HOST, MLFLOW_PORT, MLFLOW_ARGS)
 	MLFLOW_HOST=$(MLFLOW_HOST) MLFLOW_PORT=$(MLFLOW_PORT) MLFLOW=$(BIN)/mlflow scripts/mlflow_server.sh $(MLFLOW_ARGS)

@@ -7,12 +7,16 @@ default" or "not applicable".
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+
+from repro.errors import UserError
 
 from repro.errors import UserError
 
@@ -20,20 +24,66 @@ from repro.errors import UserError
 #: read from the checkout, next to `src/`.
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
+#: `model.head` options: GAP + one linear layer, or the study's dense head.
+HEADS = ("linear", "study")
+#: `model.preprocessing` options, named after the modes of Keras' `preprocess_input`.
+PREPROCESSING = ("torch", "tf", "caffe")
+
+
+def check_finite(node: Any, group: str) -> None:
+    """Refuse NaN and infinity in a config dataclass's numbers: they pass every `<= 0` check.
+
+    Each schema's `__post_init__` calls this first, so that its own range checks see only real numbers.
+
+    Args:
+        node: a config dataclass instance.
+        group: its dotted place in the job's config (`training`, `energy.projection`), for the message.
+    """
+    for item in dataclasses.fields(node):
+        value = getattr(node, item.name)
+        values = value if isinstance(value, list | tuple) else [value]
+        for one in values:
+            if isinstance(one, float) and not math.isfinite(one):
+                raise UserError(f"{group}.{item.name}={value} is not a finite number")
+
 
 @dataclass
 class ModelConfig:
     """Which network to train. `name` is any timm model name (repro registers the study's extras)."""
 
-    name: str = MISSING
+    name: str = MISSING  # any timm model name; `import repro.models` registers the study's extras
     pretrained: bool = False  # download ImageNet weights from timm's hub (needs network)
     weights_file: str | None = None  # local checkpoint loaded through timm instead of the hub
-    drop_rate: float = 0.0
+    drop_rate: float = 0.0  # dropout before the classifier, as timm's `drop_rate`
     head: str = "linear"  # linear: GAP + one linear layer; study: the study's head (study_head_hidden)
     study_head_hidden: list[int] | None = None  # widths of the study head's ReLU layers; None: no study head
     # How pixels in 0..1 reach the model, named after Keras' preprocess_input modes: torch (ImageNet mean
     # and std), tf ([-1, 1]) or caffe (BGR, ImageNet means subtracted on 0..255).
     preprocessing: str = "torch"
+
+    def __post_init__(self) -> None:
+        check_finite(self, "model")
+        if self.head not in HEADS:
+            raise UserError(f"unknown model.head={self.head!r}: choose one of {', '.join(HEADS)}")
+        if self.head == "study" and self.study_head_hidden is None:
+            raise UserError(
+                f"model.head=study: model {self.name!r} has no study head; "
+                f"these models have one: {', '.join(_models_with_study_head())}"
+            )
+        if self.preprocessing not in PREPROCESSING:
+            known = ", ".join(PREPROCESSING)
+            raise UserError(f"unknown model.preprocessing={self.preprocessing!r}: choose one of {known}")
+        if not 0 <= self.drop_rate < 1:
+            raise UserError(f"model.drop_rate={self.drop_rate} must be in [0, 1)")
+
+
+def _models_with_study_head() -> list[str]:
+    """The `model=` options whose YAML file names a study head."""
+    return [
+        path.stem
+        for path in sorted((CONF_DIR / "model").glob("*.yaml"))
+        if OmegaConf.load(path).get("study_head_hidden") is not None
+    ]
 
 
 @dataclass
@@ -77,22 +127,58 @@ def is_set(value: object) -> bool:
 
 @dataclass
 class TrainingConfig:
-    """The study's two-phase protocol; every number is configurable."""
+    """How a job trains. The defaults are the reference study's protocol, written here once.
 
-    batch_size: int = 32
+    del Rey et al., SEAA 2023 (doi:10.1109/SEAA60479.2023.00031): 10 epochs training only a new head
+    with Adam at 1e-4, then up to 140 epochs fine-tuning the whole network with SGD at 1e-5 and momentum
+    0.9; early stopping on validation accuracy (patience 20, min delta 1e-3) and the learning rate x0.1
+    after 10 epochs without improvement; batch size 32; the base's BatchNorm in inference mode in both
+    phases, and the last partial batch dropped (steps_per_epoch = train_size // 32). `training=paper`
+    names this protocol; other presets set only what they change.
+    """
+
+    batch_size: int = 32  # images per batch, training and validation
     head_epochs: int = 10  # phase 1: only the new head trains
     head_lr: float = 1e-4  # Adam
     finetune_epochs: int = 140  # phase 2: the whole network trains
     finetune_lr: float = 1e-5  # SGD with momentum
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD's, in fine-tuning
     early_stopping_patience: int = 20  # epochs without val-accuracy gain
-    early_stopping_min_delta: float = 1e-3
+    early_stopping_min_delta: float = 1e-3  # the smallest val-accuracy gain that counts
     plateau_patience: int = 10  # epochs before the learning rate drops
-    plateau_factor: float = 0.1
+    plateau_factor: float = 0.1  # the learning rate is multiplied by this on a plateau
     max_steps_per_epoch: int | None = None  # cap for benchmarks; None trains on every batch
-    freeze_bn: bool = False  # the base's BatchNorm stays in inference mode in both phases (the study)
-    drop_last: bool = False  # drop the last partial batch of training and validation (the study)
-    threads: int | None = None  # intra-op threads; None: the cores this job may use
+    freeze_bn: bool = True  # the base's BatchNorm stays in inference mode in both phases
+    drop_last: bool = True  # drop the last partial batch of training and validation
+    # intra-op threads; None: OMP_NUM_THREADS where set, else the cores of the affinity mask, capped by
+    # SLURM_CPUS_PER_TASK
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        check_finite(self, "training")
+        positive = ("batch_size", "head_lr", "finetune_lr", "early_stopping_patience", "plateau_patience")
+        for key in (*positive, "plateau_factor"):
+            if getattr(self, key) <= 0:
+                raise UserError(f"training.{key}={getattr(self, key)} must be greater than 0")
+        for key in ("head_epochs", "finetune_epochs"):
+            if getattr(self, key) < 0:
+                raise UserError(f"training.{key}={getattr(self, key)} must be 0 or more")
+        if self.head_epochs + self.finetune_epochs == 0:
+            raise UserError(
+                "training.head_epochs and training.finetune_epochs are both 0; train at least one epoch"
+            )
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch <= 0:
+            raise UserError(
+                f"training.max_steps_per_epoch={self.max_steps_per_epoch} must be positive or null"
+            )
+        if not 0 <= self.momentum < 1:
+            raise UserError(f"training.momentum={self.momentum} must be in [0, 1)")
+        if self.early_stopping_min_delta < 0:
+            raise UserError(
+                f"training.early_stopping_min_delta={self.early_stopping_min_delta} must be 0 or more"
+            )
+        if self.threads is not None and self.threads <= 0:
+            raise UserError(f"training.threads={self.threads} must be 1 or more, or unset (all cores)")
 
 
 @dataclass
@@ -127,32 +213,44 @@ class SlurmResources:
 
     gres: str | None = None  # e.g. "gpu:a100:1"
     constraint: str | None = None  # e.g. "a100"
-    partition: str | None = None
+    partition: str | None = None  # None: the cluster's default partition
 
 
 @dataclass
 class GpuConfig:
     """A training environment: `cpu`, `auto` (whatever is here) or a named GPU profile."""
 
-    name: str = MISSING
+    name: str = MISSING  # the profile's name, as in `gpu=NAME` and the run names
     label: str = MISSING  # human label, e.g. the study's "Cloud"
     device_match: str | None = None  # whole words of the device name, any case ("A100"); None: CPU or auto
     tdp_w: float | None = None  # nominal TDP (board power) from the spec sheet
-    memory_gb: float | None = None
+    memory_gb: float | None = None  # on-board memory
     cuda_cores: int | None = None  # published specs, read by repro.estimate; None: not known
     fp32_tflops: float | None = None  # peak FP32 throughput
     specs_source: str | None = None  # where the specs come from, e.g. the vendor's datasheet
     slurm: SlurmResources = field(default_factory=SlurmResources)
+
+    def __post_init__(self) -> None:
+        check_finite(self, "gpu")
+        for key in ("tdp_w", "memory_gb", "cuda_cores", "fp32_tflops"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise UserError(f"gpu.{key}={value} must be greater than 0, or null when not known")
 
 
 @dataclass
 class TrackingConfig:
     """Where runs are recorded."""
 
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "repro"
+    uri: str = "sqlite:///mlflow.db"  # the embedded store; http://HOST:PORT for an `mlflow server`
+    experiment: str = "repro"  # the MLflow experiment every run of the job goes to
     parent_run_id: str | None = None  # set by sweeps: every job becomes a child of this run
     flush_timeout_s: float = 60.0  # at a job's end, how long to wait for MLflow before spooling to disk
+
+    def __post_init__(self) -> None:
+        check_finite(self, "tracking")
+        if self.flush_timeout_s < 0:
+            raise UserError(f"tracking.flush_timeout_s={self.flush_timeout_s} must be 0 or more seconds")
 
 
 @dataclass
@@ -165,9 +263,46 @@ class Config:
     energy: EnergyConfig = MISSING
     gpu: GpuConfig = MISSING
     tracking: TrackingConfig = MISSING
-    seed: int = 0
+    seed: int = 0  # fixes the split, the initialisation and the shuffling
     run_name: str | None = None  # default: {model}-{gpu}-s{seed}
     resume: bool = False  # skip jobs whose identical config already FINISHED in this experiment
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise UserError(f"seed={self.seed} must be a non-negative integer")
+        # The groups have checked their own numbers; this also covers a schema registered without it.
+        _refuse_non_finite(dataclasses.asdict(self), "")
+
+
+def _refuse_non_finite(node: Any, prefix: str) -> None:
+    """NaN and infinity anywhere in a config tree (dicts and lists of `dataclasses.asdict`)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _refuse_non_finite(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _refuse_non_finite(value, f"{prefix.rstrip('.')}[{index}].")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise UserError(f"{prefix.rstrip('.')}={node} is not a finite number")
+
+
+def job_config(cfg: DictConfig | Config) -> Config:
+    """A composed job config as the dataclasses above, converted once; each checks its own values.
+
+    Args:
+        cfg: the job's composed config (a `hydra` node, if present, is left out), or an already
+            converted `Config`.
+
+    Raises:
+        UserError: from the first schema whose `__post_init__` refuses a value.
+    """
+    if isinstance(cfg, Config):
+        return cfg
+    if "hydra" in cfg:
+        cfg = cfg.copy()
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return OmegaConf.to_object(cfg)
 
 
 _GROUP_SCHEMAS = {

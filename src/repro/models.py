@@ -26,22 +26,17 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from repro import nasnet as _nasnet  # noqa: F401  (registers nasnet_mobile with timm)
-from repro.config import CONF_DIR, ModelConfig
+from repro.config import ModelConfig
 from repro.errors import UserError
 
 __all__ = [
     "ModelComplexity",
-    "check_head",
     "check_input_size",
     "create_model",
     "freeze_base_batchnorm",
     "measure_complexity",
     "set_base_trainable",
 ]
-
-#: `model.head` options: timm's GAP + one linear layer, or the study's dense head for the architecture.
-HEADS = ("linear", "study")
-
 
 @dataclass(frozen=True)
 class ModelComplexity:
@@ -66,7 +61,6 @@ def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
             are unavailable (no network, or none published).
     """
     _check_name(cfg.name)
-    check_head(cfg)
     kwargs: dict[str, Any] = dict(num_classes=num_classes, global_pool="avg", drop_rate=cfg.drop_rate)
     if cfg.weights_file is not None:
         model = _create_from_file(cfg.name, cfg.weights_file, kwargs)
@@ -78,21 +72,6 @@ def create_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         hidden = list(cfg.study_head_hidden or [])
         _set_classifier(model, _study_head(model.num_features, hidden, num_classes))
     return model
-
-
-def check_head(cfg: ModelConfig) -> None:
-    """Fail on an unknown `model.head`, or on `study` for a model whose config names no study head.
-
-    Raises:
-        UserError: naming the models that have a study head.
-    """
-    if cfg.head not in HEADS:
-        raise UserError(f"unknown model.head={cfg.head!r}: choose one of {', '.join(HEADS)}")
-    if cfg.head == "study" and cfg.study_head_hidden is None:
-        raise UserError(
-            f"model.head=study: model {cfg.name!r} has no study head; "
-            f"these models have one: {', '.join(_models_with_study_head())}"
-        )
 
 
 def freeze_base_batchnorm(model: nn.Module) -> None:
@@ -254,17 +233,6 @@ def _set_classifier(model: nn.Module, head: nn.Module) -> None:
         owner = getattr(owner, parent)
     setattr(owner, name, head)
     assert model.get_classifier() is head, f"{type(model).__name__}: the classifier was not replaced"
-
-
-def _models_with_study_head() -> list[str]:
-    """The `model=` options whose YAML file names a study head."""
-    from omegaconf import OmegaConf
-
-    options = []
-    for path in sorted((CONF_DIR / "model").glob("*.yaml")):
-        if OmegaConf.load(path).get("study_head_hidden") is not None:
-            options.append(path.stem)
-    return options
 
 
 class _BottleneckV1(Bottleneck):

@@ -8,22 +8,23 @@ becomes one `UserError` line (exit code 2).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
-import math
+import itertools
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from repro.config import Config, job_config
 from repro.errors import UserError
 
 #: Launchers that run jobs on other machines; hardware is validated there, not here.
@@ -32,7 +33,7 @@ _REMOTE_LAUNCHER_MARKERS = ("submitit", "slurm")
 
 def preflight(argv: list[str], conf_dir: Path) -> None:
     """Compose and validate every job that `argv` asks for; raise `UserError` on the first problem."""
-    args, _unknown = get_args_parser().parse_known_args(argv)
+    args = hydra_command_line(argv)
     if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion:
         return  # Hydra only prints something; nothing will train
     if args.config_dir or args.config_path or args.config_name:
@@ -47,8 +48,45 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
             remote = any(
                 marker in str(cfg.hydra.launcher.get("_target_", "")) for marker in _REMOTE_LAUNCHER_MARKERS
             )
-            job_cfg = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-            validate_job(job_cfg, check_hardware=not remote, already_checked=checked)
+            validate_job(_job(cfg), check_hardware=not remote, already_checked=checked)
+
+
+def hydra_command_line(argv: list[str]) -> argparse.Namespace:
+    """Hydra's reading of a command line: its flags (`-m`, `--cfg`, ...) and the overrides.
+
+    The one use of a private Hydra member in repro: Hydra has no public parser for its command line,
+    and a copy of its flags would drift from the installed Hydra. `tests/test_preflight_hydra.py` fails
+    when a Hydra release changes it (hence `hydra-core<1.4` in pyproject.toml).
+    """
+    from hydra._internal.utils import get_args_parser
+
+    args, _unknown = get_args_parser().parse_known_args(argv)
+    return args
+
+
+def _sweep_jobs(overrides: list[Override]) -> list[list[str]]:
+    """As Hydra's basic sweeper: one job per combination of the sweeps' values, later keys varying fastest."""
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise UserError(
+                f"{override.input_line}: the basic sweeper takes lists and ranges (a,b or range(0,3)), "
+                "not intervals"
+            )
+    return [list(job) for job in itertools.product(*values.values())]
+
+
+def _job(composed: DictConfig) -> Config:
+    """A composed job config (with its `hydra` node) as the schema dataclasses, with their checks run."""
+    try:
+        return job_config(composed)
+    except OmegaConfBaseException as error:  # a ??? left unset, or an interpolation that does not resolve
+        raise UserError(f"invalid configuration: {_one_line(error)}") from None
 
 
 def _expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -63,16 +101,14 @@ def _expand_jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     fixed = [override.input_line for override in parsed if not override.is_sweep_override()]
     sweep_params = _compose(fixed).hydra.sweeper.get("params") or {}
     combined = parser.parse_overrides([f"{key}={value}" for key, value in sweep_params.items()] + overrides)
-    return [job for batch in BasicSweeper.split_arguments(combined, None) for job in batch]
+    return _sweep_jobs(combined)
 
 
-def compose_jobs(
-    overrides: list[str], multirun: bool, conf_dir: Path
-) -> list[tuple[dict[str, str], DictConfig]]:
+def compose_jobs(overrides: list[str], multirun: bool, conf_dir: Path) -> list[tuple[dict[str, str], Config]]:
     """Every job that `overrides` asks for, expanded as Hydra's basic sweeper would, and composed.
 
     Returns:
-        (the job's config-group choices, its config without the `hydra` node) per job. Raises
+        (the job's config-group choices, its config as the schema dataclasses) per job. Raises
         `UserError` on a bad override or config.
     """
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
@@ -80,7 +116,7 @@ def compose_jobs(
         for job_overrides in _expand_jobs(overrides, multirun):
             cfg = _compose(job_overrides)
             choices = {str(key): str(value) for key, value in cfg.hydra.runtime.choices.items()}
-            jobs.append((choices, OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])))
+            jobs.append((choices, _job(cfg)))
         return jobs
 
 
@@ -182,12 +218,14 @@ def _one_line(error: BaseException) -> str:
 
 
 def validate_job(
-    cfg: DictConfig, check_hardware: bool, check_model: bool = True, already_checked: set[str] | None = None
+    cfg: Config, check_hardware: bool, check_model: bool = True, already_checked: set[str] | None = None
 ) -> None:
-    """The cheap checks of one job's config, in the order a user would fix them.
+    """The checks of one job that its schemas cannot make alone: files, hardware, the tracking store.
+
+    Each schema has checked its own values when the job was converted (`repro.config.job_config`).
 
     Args:
-        cfg: the job's composed config, without the `hydra` node.
+        cfg: the job's config.
         check_hardware: whether the GPU profile must match this machine (False when jobs run elsewhere).
         check_model: whether to build the architecture (on the meta device) to check its name and input size.
         already_checked: keys of checks done for earlier jobs of the same sweep, to skip repeats.
@@ -200,16 +238,11 @@ def validate_job(
         seen.add(key)
         return True
 
-    _check_finite(cfg)
-    _check_training_numbers(cfg)
-    model = cfg.model
-    if once(f"head:{model.name}:{model.head}:{model.study_head_hidden}:{model.preprocessing}"):
-        _check_head_and_preprocessing(cfg)
-    if once(f"dataset:{OmegaConf.to_yaml(cfg.dataset)}"):
+    if once(f"dataset:{cfg.dataset!r}"):
         from repro.data import validate_dataset
 
         validate_dataset(cfg.dataset)
-    if check_model and once(f"model:{OmegaConf.to_yaml(cfg.model)}:{cfg.dataset.image_size}"):
+    if check_model and once(f"model:{cfg.model!r}:{cfg.dataset.image_size}"):
         _check_model(cfg)
     if check_hardware:
         from repro.threads import resolve_threads
@@ -219,7 +252,7 @@ def validate_job(
         from repro.environments import resolve_device
 
         resolve_device(cfg.gpu)
-    if once(f"energy:{OmegaConf.to_yaml(cfg.energy)}"):
+    if once(f"energy:{cfg.energy!r}"):
         import torch
 
         from repro.energy import create_monitor
@@ -233,76 +266,13 @@ def validate_job(
         check_tracking_uri(cfg.tracking.uri)
 
 
-def _check_finite(cfg: DictConfig) -> None:
-    """NaN and infinity pass every `<= 0` check, so refuse them wherever they appear."""
-
-    def _walk(node: Any, prefix: str) -> None:
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                _walk(value, f"{prefix}{key}.")
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                _walk(value, f"{prefix.rstrip('.')}[{index}].")
-        elif isinstance(node, float) and not math.isfinite(node):
-            raise UserError(f"{prefix.rstrip('.')}={node} is not a finite number")
-
-    _walk(OmegaConf.to_container(cfg, resolve=True), "")
-
-
-def _check_training_numbers(cfg: DictConfig) -> None:
-    training = cfg.training
-    positive = {
-        "training.batch_size": training.batch_size,
-        "training.head_lr": training.head_lr,
-        "training.finetune_lr": training.finetune_lr,
-        "training.early_stopping_patience": training.early_stopping_patience,
-        "training.plateau_patience": training.plateau_patience,
-        "training.plateau_factor": training.plateau_factor,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{key}={value} must be greater than 0")
-    for key in ("head_epochs", "finetune_epochs"):
-        if training[key] < 0:
-            raise UserError(f"training.{key}={training[key]} must be 0 or more")
-    if training.head_epochs + training.finetune_epochs == 0:
-        raise UserError(
-            "training.head_epochs and training.finetune_epochs are both 0; train at least one epoch"
-        )
-    if training.max_steps_per_epoch is not None and training.max_steps_per_epoch <= 0:
-        raise UserError(
-            f"training.max_steps_per_epoch={training.max_steps_per_epoch} must be positive or null"
-        )
-    if not 0 <= training.momentum < 1:
-        raise UserError(f"training.momentum={training.momentum} must be in [0, 1)")
-    if training.early_stopping_min_delta < 0:
-        raise UserError(
-            f"training.early_stopping_min_delta={training.early_stopping_min_delta} must be 0 or more"
-        )
-    if not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise UserError(f"seed={cfg.seed} must be a non-negative integer")
-    if training.threads is not None and training.threads <= 0:
-        raise UserError(f"training.threads={training.threads} must be 1 or more, or unset (all cores)")
-
-
-def _check_head_and_preprocessing(cfg: DictConfig) -> None:
-    """`model.head` and `model.preprocessing` are known, and a study head exists for the model."""
-    from repro.config import ModelConfig
-    from repro.data import check_preprocessing
-    from repro.models import check_head
-
-    check_head(ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
-    check_preprocessing(cfg.model.preprocessing)
-
-
-def _check_model(cfg: DictConfig) -> None:
+def _check_model(cfg: Config) -> None:
     """The model name exists, its weights file exists, and the image size suits it."""
     import torch
 
-    from repro.config import ModelConfig
     from repro.models import check_input_size, create_model
 
-    model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
+    model_cfg = cfg.model
     if model_cfg.weights_file is not None and not Path(model_cfg.weights_file).is_file():
         raise UserError(
             f"model.weights_file={model_cfg.weights_file} does not exist; give the path of a checkpoint"

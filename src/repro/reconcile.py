@@ -21,9 +21,9 @@ from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
 
 from repro import names, spool
+from repro.config import Config
 
 #: Config keys that do not change what a job computes, left out of `config_hash`.
 _NOT_IN_HASH = ("resume", "run_name", "tracking.parent_run_id")
@@ -128,12 +128,12 @@ def previous_run(uri: str, experiment: str, digest: str) -> Run | None:
     return finished[0] if finished else (runs[0] if runs else None)
 
 
-def resume_decision(cfg: DictConfig, uri: str, experiment: str, digest: str) -> Run | None:
+def resume_decision(cfg: Config, uri: str, experiment: str, digest: str) -> Run | None:
     """With `resume=true`: the FINISHED run that makes this job unnecessary, or None to train it.
 
     Prints which, so that the user sees every skipped and every rerun job.
     """
-    if not cfg.get("resume", False):
+    if not cfg.resume:
         return None
     earlier = previous_run(uri, experiment, digest)
     if earlier is None:

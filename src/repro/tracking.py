@@ -7,6 +7,7 @@ process or another node) reads that file and becomes a child through `parent_run
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -24,9 +25,10 @@ import mlflow
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from repro import names, reconcile
+from repro.config import Config
 from repro.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -97,8 +99,8 @@ def _open_experiment(uri: str, experiment: str) -> str:
         raise UserError(f"tracking.uri={uri} could not be opened: {first_line}") from None
 
 
-def flatten_config(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as `group.key` -> string, the form MLflow params take."""
+def flatten_config(cfg: Config) -> dict[str, str]:
+    """The job's config as `group.key` -> string, the form MLflow params take."""
     flat: dict[str, str] = {}
 
     def _walk(node: Any, prefix: str) -> None:
@@ -108,7 +110,7 @@ def flatten_config(cfg: DictConfig) -> dict[str, str]:
         else:
             flat[prefix.rstrip(".")] = str(node)
 
-    _walk(OmegaConf.to_container(cfg, resolve=True), "")
+    _walk(dataclasses.asdict(cfg), "")
     return flat
 
 

@@ -10,6 +10,7 @@ composed config.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import os
 import shutil
@@ -28,10 +29,10 @@ import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from repro import loop, names, reconcile, tracking
-from repro.config import CONF_DIR, register_configs
+from repro.config import CONF_DIR, Config, job_config, register_configs
 from repro.data import DataBundle, build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
 from repro.energy.projection import EnergyProjection
@@ -55,12 +56,17 @@ class JobContext:
     sweep_dir: Path | None = None
 
 
-def run(cfg: DictConfig, context: JobContext) -> float:
+def run(composed: DictConfig | Config, context: JobContext) -> float:
     """Train one model, measure its energy and record everything in one MLflow run.
+
+    Args:
+        composed: the job's config as Hydra composed it; it is converted to the schema dataclasses once.
+        context: where the job sits in a sweep.
 
     Returns:
         The validation F1, so that Hydra sweepers that optimise can use it.
     """
+    cfg = job_config(composed)  # every schema checks its own values here
     validate_job(cfg, check_hardware=False, check_model=False)  # the model is built and checked below
     _refuse_planted_links(context.output_dir)
     cfg.training.threads = resolve_threads(cfg.training.threads)  # logged with the params
@@ -112,7 +118,7 @@ def run(cfg: DictConfig, context: JobContext) -> float:
         tracked = tracking.training_run(store.uri, store.experiment, run_name, parent_run_id, tags)
         with _sigterm_policy(raise_now=False), tracked as active:
             tracking.log_params(params)
-            mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
+            mlflow.log_dict(dataclasses.asdict(cfg), "config.yaml")
             sink = RunSpool(cfg.tracking.uri, active.info.run_id, context.output_dir / "mlflow_spool.jsonl")
             sink.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
             return _measured_training(cfg, context, model, data, device.torch_device, monitor, sink)
@@ -135,7 +141,7 @@ def _refuse_planted_links(output_dir: Path) -> None:
 
 
 def _measured_training(
-    cfg: DictConfig,
+    cfg: Config,
     context: JobContext,
     model: torch.nn.Module,
     data: DataBundle,
@@ -278,7 +284,7 @@ def _end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
         )
 
 
-def _projection(cfg: DictConfig, monitor: EnergyMonitor) -> EnergyProjection:
+def _projection(cfg: Config, monitor: EnergyMonitor) -> EnergyProjection:
     """STEP's projection and the energy budget for this job's epochs (`repro.energy.projection`)."""
     training = cfg.training
     earliest = training.head_epochs + min(training.early_stopping_patience, training.finetune_epochs)

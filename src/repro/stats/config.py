@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 class MlflowSourceConfig:
     """Where `source=mlflow` reads the runs."""
 
-    tracking_uri: str = "sqlite:///mlflow.db"
+    tracking_uri: str = "sqlite:///mlflow.db"  # the store the runs were recorded in
     experiment: str | None = None  # required with source=mlflow
     parent_run_id: str | None = None  # only this sweep's runs; null: every run of the experiment
 
@@ -24,19 +24,19 @@ class PaperConfig:
     """
 
     source: str = "published"  # published | mlflow
-    published_path: str = "paper/data/dl-training-energy-consumption-dataset.parquet"
+    published_path: str = "paper/data/dl-training-energy-consumption-dataset.parquet"  # the authors' runs
     exclusions_path: str = "paper/data/exclusions.csv"  # published only: the authors' excluded runs
     mlflow: MlflowSourceConfig = field(default_factory=MlflowSourceConfig)
     outlier_policy: str = "none"  # none | iqr3 (runs beyond 3 x IQR of their group, listed with the reason)
     environment: str | None = None  # RQ1's environment; null: the study's (Cloud) when present
     architecture: str | None = None  # RQ2's architecture; null: the study's (mobilenet_v2) when present
-    min_group_size: int = 3
+    min_group_size: int = 3  # groups with fewer runs are left out of the tests, with the reason
     f1_floor: float = 0.5  # the trade-off ignores runs with a lower F1
     # null: paper/tables and paper/figures for the published data, reports/<experiment>/... for your
     # own runs, so that analysing them never overwrites the reference tables.
     tables_dir: str | None = None
-    figures_dir: str | None = None
-    figures: bool = True
+    figures_dir: str | None = None  # null: beside the tables, as for tables_dir
+    figures: bool = True  # false: tables only
 
 
 @dataclass
