@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from mlflow.tracking import MlflowClient
 
 from repro import data
@@ -51,7 +53,9 @@ class Stripes(DatasetSource):
 @pytest.fixture
 def stripes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Register `stripes` for one test and write its YAML; returns the extra config folder."""
-    monkeypatch.setattr(data.registry, "_SOURCES", dict(_SOURCES))  # forgotten after the test
+    monkeypatch.setattr(data.registry, "_SOURCES", dict(_SOURCES))  # both forgotten after the test
+    store = ConfigStore.instance()
+    monkeypatch.setattr(store, "repo", copy.deepcopy(store.repo))
     register_dataset("stripes")(Stripes)
     register_configs()  # stores dataset/stripes_schema
     (tmp_path / "conf" / "dataset").mkdir(parents=True)

@@ -18,8 +18,6 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from repro.errors import UserError
 
-from repro.errors import UserError
-
 #: The YAML config groups. The package is installed editable (`pip install -e .`), so they are
 #: read from the checkout, next to `src/`.
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -94,8 +92,8 @@ class DatasetConfig:
     its schema, `dataset/<name>_schema`, which the source's YAML file names.
     """
 
-    name: str = MISSING  # a registered source, see repro.data.dataset_names()
-    image_size: int = 128
+    name: str = MISSING  # the source: one of the options, each registered in repro.data
+    image_size: int = 128  # pixels per side; every image is resized to it
     val_fraction: float = 0.3  # the study's 70/30 split, stratified and seeded
     augment: bool = True  # the study's augmentation, on the training set only
     num_workers: int | None = None  # DataLoader workers; None: 0 for held data, else the spare cores (max 8)
@@ -104,6 +102,7 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         """Raises: UserError for a value no source accepts (a `???` value is left for later)."""
+        check_finite(self, "dataset")
         if is_set(self.image_size) and self.image_size <= 0:
             raise UserError(
                 f"dataset.image_size={self.image_size} must be positive: set e.g. dataset.image_size=128"

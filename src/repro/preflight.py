@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from repro.config import Config, job_config
 from repro.errors import UserError
@@ -85,6 +85,9 @@ def _job(composed: DictConfig) -> Config:
     """A composed job config (with its `hydra` node) as the schema dataclasses, with their checks run."""
     try:
         return job_config(composed)
+    except MissingMandatoryValue as error:  # a ??? the schema requires (dataset=imagefolder's path)
+        key = error.full_key
+        raise UserError(f"{key} is not set: give {key}=... on the command line") from None
     except OmegaConfBaseException as error:  # a ??? left unset, or an interpolation that does not resolve
         raise UserError(f"invalid configuration: {_one_line(error)}") from None
 

@@ -17,8 +17,8 @@ from repro.errors import UserError
 @dataclass
 class SyntheticConfig(DatasetConfig):
     name: str = "synthetic"
-    num_images: int = 512
-    num_classes: int = 2
+    num_images: int = 512  # images generated, class i mod num_classes for image i
+    num_classes: int = 2  # at least 2, with at least two images each
 
     def __post_init__(self) -> None:
         super().__post_init__()

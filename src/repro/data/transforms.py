@@ -5,14 +5,13 @@ from __future__ import annotations
 import torch
 from torchvision.transforms import v2
 
+from repro.config import PREPROCESSING
 from repro.errors import UserError
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Keras' caffe mode subtracts these from 0..255 pixels in BGR order (B, G, R).
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-#: `model.preprocessing` options, named after the modes of Keras' `preprocess_input`.
-PREPROCESSING = ("torch", "tf", "caffe")
 
 
 def check_preprocessing(preprocessing: str) -> None:
