@@ -39,7 +39,7 @@ def test_option_composes(group, option):
         node = cfg[group]
         # Required fields are set by every option (the path of a data set on disk is the user's to give).
         for key in node:
-            if group == "dataset" and option in ("imagefolder", "csv_manifest") and key == "path":
+            if group == "dataset" and key == "path":
                 continue
             assert node._get_node(key)._is_missing() is False, f"{group}={option} leaves {key} unset"
 

@@ -31,6 +31,7 @@ from repro.data.transforms import PREPROCESSING, check_preprocessing, preprocess
 
 for _module in pkgutil.iter_modules(__path__):  # each source module registers itself on import
     importlib.import_module(f"{__name__}.{_module.name}")
+del _module
 
 __all__ = [
     "PREPROCESSING",
