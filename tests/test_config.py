@@ -37,9 +37,9 @@ def test_option_composes(group, option):
         assert cfg.model.name and cfg.training.batch_size > 0
     else:
         node = cfg[group]
-        # Required fields are set by every option (imagefolder's path is the user's to give).
+        # Required fields are set by every option (the path of a data set on disk is the user's to give).
         for key in node:
-            if group == "dataset" and option == "imagefolder" and key == "path":
+            if group == "dataset" and key == "path":
                 continue
             assert node._get_node(key)._is_missing() is False, f"{group}={option} leaves {key} unset"
 

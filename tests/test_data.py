@@ -14,8 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from repro.config import DatasetConfig, register_configs
-from repro.data import DataBundle, build_data, validate_dataset
+from repro.config import register_configs
+from repro.data import DataBundle, build_data, dataset_config, validate_dataset
 from repro.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -23,7 +23,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 def _cfg(**values: object) -> DictConfig:
     """A dataset config typed like the one Hydra composes."""
-    return OmegaConf.structured(DatasetConfig(**values))
+    return OmegaConf.structured(dataset_config(**values))
 
 
 def _targets(loader: torch.utils.data.DataLoader) -> list[int]:

@@ -8,8 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repro.config import DatasetConfig
-from repro.data import build_data, default_workers
+from repro.data import build_data, dataset_config, default_workers
 
 
 def _batches(loader: torch.utils.data.DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,7 +17,7 @@ def _batches(loader: torch.utils.data.DataLoader) -> tuple[torch.Tensor, torch.T
 
 
 def test_digits_are_decoded_once_and_held_as_uint8(data_cache: Path) -> None:
-    bundle = build_data(DatasetConfig(name="digits", cache_dir=str(data_cache), image_size=16), 64, 0)
+    bundle = build_data(dataset_config(name="digits", cache_dir=str(data_cache), image_size=16), 64, 0)
     assert bundle.in_memory
     pixels = bundle.train_loader.dataset.pixels
     assert pixels.dtype == torch.uint8 and pixels.shape == (1797, 3, 16, 16)
@@ -30,8 +29,8 @@ def test_digits_are_decoded_once_and_held_as_uint8(data_cache: Path) -> None:
 def test_a_folder_over_the_memory_limit_is_read_per_batch_with_the_same_pixels(
     data_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("repro.data.available_cores", lambda: 3)
-    cfg = DatasetConfig(name="digits", cache_dir=str(data_cache), image_size=16, augment=False)
+    monkeypatch.setattr("repro.data.loaders.available_cores", lambda: 3)
+    cfg = dataset_config(name="digits", cache_dir=str(data_cache), image_size=16, augment=False)
     held = build_data(cfg, 128, 0, preprocessing="caffe")
     cfg.memory_limit_mb = 1.0  # 1797 x 3 x 16 x 16 bytes = 1.4 MB
     read = build_data(cfg, 128, 0, preprocessing="caffe")
@@ -54,7 +53,7 @@ def test_augmentation_draws_per_image_within_a_batch(tmp_path: Path) -> None:
     # the same picture in every file of a class; only the augmentation can make two of them differ
     for file in tmp_path.glob("*/*.png"):
         Image.new("RGB", (8, 8), (90, 120, 200)).save(file)
-    bundle = build_data(DatasetConfig(name="imagefolder", path=str(tmp_path), image_size=8), 11, 0)
+    bundle = build_data(dataset_config(name="imagefolder", path=str(tmp_path), image_size=8), 11, 0)
     images, _ = next(iter(bundle.train_loader))
     assert len({tuple(image.flatten().tolist()) for image in images}) > 1
     val_images, _ = next(iter(bundle.val_loader))

@@ -10,8 +10,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from repro import loop, names
-from repro.config import DatasetConfig, ModelConfig, TrainingConfig
-from repro.data import build_data
+from repro.config import ModelConfig, TrainingConfig
+from repro.data import build_data, dataset_config
 from repro.metrics import classification_metrics
 from repro.models import create_model
 from repro.train import JobContext, run
@@ -32,7 +32,7 @@ def test_a_nan_loss_stops_training_naming_the_learning_rate() -> None:
     torch.manual_seed(0)
     model = create_model(ModelConfig(name="resnet18"), num_classes=1)
     _poison(model)
-    data = build_data(DatasetConfig(name="synthetic", image_size=32, num_images=40, augment=False), 8, 0)
+    data = build_data(dataset_config(name="synthetic", image_size=32, num_images=40, augment=False), 8, 0)
     cfg = TrainingConfig(head_epochs=1, finetune_epochs=1, max_steps_per_epoch=1, head_lr=0.5)
     with pytest.raises(
         loop.TrainingDiverged, match=r"epoch 1 \(head\) is nan; lower training.head_lr \(now 0.5\)"

@@ -15,7 +15,7 @@ from PIL import Image
 
 from repro import loop
 from repro.config import CONF_DIR, DatasetConfig, ModelConfig, TrainingConfig
-from repro.data import build_data, preprocess
+from repro.data import build_data, dataset_config, preprocess
 from repro.errors import UserError
 from repro.models import create_model, measure_complexity
 from repro.train import JobContext, main, run
@@ -131,7 +131,7 @@ def _flat_folder(root: Path) -> Path:
     ],
 )
 def test_preprocessing_follows_the_keras_formulas(tmp_path, preprocessing, expected) -> None:
-    cfg = DatasetConfig(name="imagefolder", path=str(_flat_folder(tmp_path / "flat")), image_size=4)
+    cfg = dataset_config(name="imagefolder", path=str(_flat_folder(tmp_path / "flat")), image_size=4)
     bundle = build_data(cfg, 8, 0, preprocessing=preprocessing)
     images = torch.cat([batch for batch, _ in bundle.val_loader])
     torch.testing.assert_close(
@@ -145,7 +145,7 @@ def test_preprocessing_follows_the_keras_formulas(tmp_path, preprocessing, expec
 
 
 def _synthetic(**changes: object) -> DatasetConfig:
-    return dataclasses.replace(DatasetConfig(name="synthetic", num_images=100, image_size=16), **changes)
+    return dataclasses.replace(dataset_config(name="synthetic", num_images=100, image_size=16), **changes)
 
 
 @pytest.mark.parametrize(("drop_last", "train_steps", "val_steps"), [(True, 70 // 8, 30 // 8), (False, 9, 4)])

@@ -91,19 +91,42 @@ def _models_with_study_head() -> list[str]:
 
 @dataclass
 class DatasetConfig:
-    """Where images come from and how they are prepared."""
+    """Where images come from and how they are prepared: the keys every source shares.
 
-    name: str = MISSING  # digits | imagefolder | synthetic
-    path: str | None = None  # imagefolder: a folder of class sub-folders
-    task: str = "binary"  # digits: binary (digit < 5 vs >= 5) or multiclass (10 digits)
-    image_size: int = 128
+    Each source (`repro.data.<name>`) subclasses this with its own keys and registers the subclass as
+    its schema, `dataset/<name>_schema`, which the source's YAML file names.
+    """
+
+    name: str = MISSING  # the source: one of the options, each registered in repro.data
+    image_size: int = 128  # pixels per side; every image is resized to it
     val_fraction: float = 0.3  # the study's 70/30 split, stratified and seeded
     augment: bool = True  # the study's augmentation, on the training set only
     num_workers: int | None = None  # DataLoader workers; None: 0 for held data, else the spare cores (max 8)
     memory_limit_mb: float = 2048.0  # decode once and hold as uint8 when the pixels take at most this
-    cache_dir: str = "data"  # where generated image trees are written once
-    num_images: int = 512  # synthetic only
-    num_classes: int = 2  # synthetic only
+    cache_dir: str = "data"  # where a source that generates its images (digits) writes them once
+
+    def __post_init__(self) -> None:
+        """Raises: UserError for a value no source accepts (a `???` value is left for later)."""
+        check_finite(self, "dataset")
+        if is_set(self.image_size) and self.image_size <= 0:
+            raise UserError(
+                f"dataset.image_size={self.image_size} must be positive: set e.g. dataset.image_size=128"
+            )
+        if is_set(self.val_fraction) and not 0 < self.val_fraction < 1:
+            raise UserError(
+                f"dataset.val_fraction={self.val_fraction} must lie between 0 and 1: the study uses 0.3"
+            )
+        if self.num_workers is not None and is_set(self.num_workers) and self.num_workers < 0:
+            raise UserError(
+                f"dataset.num_workers={self.num_workers} must be 0 (load in the main process) or more"
+            )
+        if is_set(self.memory_limit_mb) and self.memory_limit_mb < 0:
+            raise UserError(f"dataset.memory_limit_mb={self.memory_limit_mb} must be 0 (never hold) or more")
+
+
+def is_set(value: object) -> bool:
+    """False for OmegaConf's `???`, which a dataclass built from a partial config may still hold."""
+    return value != MISSING
 
 
 @dataclass
@@ -354,3 +377,6 @@ def register_configs() -> None:
     for group, schema in _GROUP_SCHEMAS.items():
         store.store(group=group, name=f"{group}_schema", node=schema)
     import repro.energy.meters  # noqa: F401  (each meter stores its schema as energy/<name>_schema)
+    from repro.data import store_schemas  # each data set's own schema, dataset/<name>_schema
+
+    store_schemas()

@@ -22,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from repro.config import Config, job_config
 from repro.errors import UserError
@@ -85,6 +85,9 @@ def _job(composed: DictConfig) -> Config:
     """A composed job config (with its `hydra` node) as the schema dataclasses, with their checks run."""
     try:
         return job_config(composed)
+    except MissingMandatoryValue as error:  # a ??? the schema requires (dataset=imagefolder's path)
+        key = error.full_key
+        raise UserError(f"{key} is not set: give {key}=... on the command line") from None
     except OmegaConfBaseException as error:  # a ??? left unset, or an interpolation that does not resolve
         raise UserError(f"invalid configuration: {_one_line(error)}") from None
 
@@ -146,12 +149,20 @@ def _schema_keys(cfg: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _close_keys(key: str) -> str:
-    """'; did you mean a, b?' for the schema keys closest to `key`, or ''."""
-    base = compose(config_name="config", overrides=[])
+def _close_keys(key: str, overrides: list[str]) -> str:
+    """'; did you mean a, b?' for the schema keys closest to `key`, or ''.
+
+    The keys are those of the options the overrides choose (`dataset=csv_manifest` has its own keys).
+    """
+    base = OmegaConf.to_container(compose(config_name="config", overrides=_choices(overrides)))  # ??? kept
     known = [name for name in _schema_keys(base) if not name.startswith("hydra")]
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
     return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _choices(overrides: list[str]) -> list[str]:
+    """The overrides that choose one option of a group (`dataset=csv_manifest`), not sweeps or keys."""
+    return [o for o in overrides if re.fullmatch(r"[\w/]+=\w+", o) and not o.startswith("hydra")]
 
 
 def _check_added_keys(overrides: list[str], conf_dir: Path) -> None:
@@ -160,7 +171,7 @@ def _check_added_keys(overrides: list[str], conf_dir: Path) -> None:
     added = [o for o in parsed if (o.is_add() or o.is_force_add()) and not o.key_or_group.startswith("hydra")]
     if not added:
         return
-    base = compose(config_name="config", overrides=[])
+    base = compose(config_name="config", overrides=_choices(overrides))
     for override in added:
         key = override.key_or_group
         if (conf_dir / key).is_dir():
@@ -168,7 +179,7 @@ def _check_added_keys(overrides: list[str], conf_dir: Path) -> None:
         if OmegaConf.select(base, key, default=_ABSENT) is _ABSENT:
             raise UserError(
                 f"{override.input_line} adds {key}, which no config schema has, so it would do nothing"
-                f"{_close_keys(key)}"
+                f"{_close_keys(key, overrides)}"
             )
 
 
@@ -183,7 +194,8 @@ def _compose(overrides: list[str]) -> DictConfig:
     except (ConfigCompositionException, OmegaConfBaseException, OverrideParseException) as error:
         unknown = re.search(r"Could not override '([^']+)'", str(error))
         if unknown:  # Hydra's own hint (`+key=...`) would add a key that nothing reads
-            raise UserError(f"unknown config key {unknown.group(1)}{_close_keys(unknown.group(1))}") from None
+            key = unknown.group(1)
+            raise UserError(f"unknown config key {key}{_close_keys(key, overrides)}") from None
         raise UserError(f"invalid configuration: {_one_line(error)}") from None
 
 

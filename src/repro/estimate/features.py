@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from repro.config import CONF_DIR
+from repro.config import CONF_DIR, Config, DatasetConfig, GpuConfig
 from repro.errors import UserError
 
 #: The GPU specs every profile in conf/gpu/ carries (published values; see each file's specs_source).
@@ -195,7 +195,7 @@ class JobFeatures:
     intensity_g_per_kwh: float | None
 
 
-def job_features(cfg: DictConfig, architecture: str, complexity_cache: dict | None = None) -> JobFeatures:
+def job_features(cfg: Config, architecture: str, complexity_cache: dict | None = None) -> JobFeatures:
     """Describe one composed job; raise `UserError` if its GPU profile lacks specs."""
     specs = gpu_specs(cfg.gpu)
     missing = [key for key in GPU_SPEC_KEYS if specs.get(key) is None]
@@ -242,11 +242,11 @@ def job_features(cfg: DictConfig, architecture: str, complexity_cache: dict | No
     )
 
 
-def gpu_specs(gpu_cfg: DictConfig) -> dict[str, float | None]:
+def gpu_specs(gpu_cfg: GpuConfig) -> dict[str, float | None]:
     """A profile's specs; for `gpu=auto`, what NVML reports about the first GPU, the rest None."""
     if gpu_cfg.name == "auto":
         return _nvml_specs()
-    return {key: gpu_cfg.get(key) for key in GPU_SPEC_KEYS}
+    return {key: getattr(gpu_cfg, key) for key in GPU_SPEC_KEYS}
 
 
 def _nvml_specs() -> dict[str, float | None]:
@@ -276,36 +276,25 @@ def _nvml_specs() -> dict[str, float | None]:
     return specs
 
 
-def dataset_split_sizes(cfg: DictConfig) -> tuple[int, int]:
+def dataset_split_sizes(cfg: DatasetConfig) -> tuple[int, int]:
     """(training, validation) image counts of a dataset config, without loading any image."""
-    from repro.data import _scan_folder  # the dataset's own rules for what counts as an image
+    from repro.data import dataset_labels  # the dataset's own rules for what counts as an image
 
-    if cfg.name == "digits":
-        total = 1797  # scikit-learn's handwritten digits
-    elif cfg.name == "synthetic":
-        total = int(cfg.num_images)
-    elif cfg.name == "imagefolder":
-        samples, _ = _scan_folder(Path(cfg.path))
-        total = len(samples)
-    else:
-        raise UserError(f"dataset={cfg.name}: the estimate does not know how many images it has")
+    total = len(dataset_labels(cfg).targets)
     n_val = math.ceil(cfg.val_fraction * total)  # scikit-learn's train_test_split rounds the test side up
     return total - n_val, n_val
 
 
-def _complexity(cfg: DictConfig, cache: dict) -> tuple[float, float]:
+def _complexity(cfg: Config, cache: dict) -> tuple[float, float]:
     """GFLOPs and parameters of the job's network at its image size, built once per distinct model."""
-    key = (OmegaConf.to_yaml(cfg.model), int(cfg.dataset.image_size))
+    key = (repr(cfg.model), int(cfg.dataset.image_size))
     if key not in cache:
         import dataclasses
 
-        from repro.config import ModelConfig
         from repro.models import create_model, measure_complexity
 
-        model_cfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))
-        model = create_model(
-            dataclasses.replace(model_cfg, pretrained=False, weights_file=None), num_classes=1
-        )
+        architecture = dataclasses.replace(cfg.model, pretrained=False, weights_file=None)
+        model = create_model(architecture, num_classes=1)
         complexity = measure_complexity(model, int(cfg.dataset.image_size))
         cache[key] = (complexity.gflops, complexity.params_m)
     return cache[key]
