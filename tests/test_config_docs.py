@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 import pytest
 
@@ -13,9 +14,9 @@ from repro.config import Config, TrainingConfig
 def test_readme_reference_is_the_generated_one():
     readme = config_docs.README.read_text(encoding="utf-8")
     assert config_docs.START in readme and config_docs.END in readme
-    assert config_docs.replace_in(readme, config_docs.render()) == readme, (
-        "README.md's configuration reference is stale: run `make config-docs`"
-    )
+    generated = config_docs.replace_in(readme, config_docs.render())
+    diff = "\n".join(difflib.unified_diff(readme.splitlines(), generated.splitlines(), lineterm="", n=0))
+    assert generated == readme, f"README.md's configuration reference is stale (make config-docs):\n{diff}"
 
 
 def test_every_key_of_every_group_schema_is_listed_with_its_default():
