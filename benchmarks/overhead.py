@@ -328,7 +328,13 @@ def _bare(cfg: object) -> tuple[float, float]:
     """Images/s and seconds of the same training as a plain torch/timm loop: no meters, no logging."""
     device = resolve_device(cfg.gpu).torch_device
     seed_everything(cfg.seed)
-    data = build_data(cfg.dataset, cfg.training.batch_size, cfg.seed)
+    data = build_data(  # the measured side's data, pixel scaling and batches included
+        cfg.dataset,
+        cfg.training.batch_size,
+        cfg.seed,
+        preprocessing=cfg.model.preprocessing,
+        drop_last=cfg.training.drop_last,
+    )
     model = create_model(
         ModelConfig(name=cfg.model.name), num_classes=1 if data.binary else data.num_classes
     ).to(device)
