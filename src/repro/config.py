@@ -129,6 +129,7 @@ class TrackingConfig:
     experiment: str = "repro"
     parent_run_id: str | None = None  # set by sweeps: every job becomes a child of this run
     flush_timeout_s: float = 60.0  # at a job's end, how long to wait for MLflow before spooling to disk
+    heartbeat_s: float = 30.0  # seconds between two heartbeats (tag repro.heartbeat) of a recording process
 
 
 @dataclass

@@ -193,6 +193,8 @@ def validate_job(
 
     _check_finite(cfg)
     _check_training_numbers(cfg)
+    if cfg.tracking.heartbeat_s <= 0:
+        raise UserError(f"tracking.heartbeat_s={cfg.tracking.heartbeat_s} must be greater than 0")
     model = cfg.model
     if once(f"head:{model.name}:{model.head}:{model.study_head_hidden}:{model.preprocessing}"):
         _check_head_and_preprocessing(cfg)

@@ -9,6 +9,10 @@ folder, and one command imports it later:
     python -m repro.spool multirun/DATE/TIME/0/mlflow_spool.jsonl
 
 The spool file holds one JSON object per line: `{"uri", "run_id", "kind": "metric"|"tag"|"status", ...}`.
+
+With `heartbeat_s`, a second daemon thread queues the tag `repro.heartbeat` (the unix time) every
+`heartbeat_s` seconds until the spool is closed, so that a later job can tell a run whose process died
+from one in a long, quiet epoch (`repro.reconcile`). It only queues a record: it never waits for MLflow.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from typing import Any
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+from repro import names
+
 log = logging.getLogger(__name__)
 
 #: Name of the spool file in a job's output folder.
@@ -40,7 +46,7 @@ _BATCH = 500
 class RunSpool:
     """Ordered, asynchronous delivery of one run's metrics and tags, with a local spool as the fallback."""
 
-    def __init__(self, uri: str, run_id: str, spool_path: Path) -> None:
+    def __init__(self, uri: str, run_id: str, spool_path: Path, heartbeat_s: float | None = None) -> None:
         self.uri = uri
         self.run_id = run_id
         self.spool_path = spool_path
@@ -52,6 +58,26 @@ class RunSpool:
         self._closing = False
         self._thread = threading.Thread(target=self._work, name=f"mlflow-spool-{run_id[:8]}", daemon=True)
         self._thread.start()
+        self._stop_beating = threading.Event()
+        self._beat_thread: threading.Thread | None = None
+        if heartbeat_s:
+            self.set_tags({names.TAG_HEARTBEAT_S: f"{heartbeat_s:g}"})
+            self._beat_thread = threading.Thread(
+                target=self._beat, args=(heartbeat_s,), name=f"mlflow-heartbeat-{run_id[:8]}", daemon=True
+            )
+            self._beat_thread.start()
+
+    def _beat(self, period_s: float) -> None:
+        while True:
+            self.set_tags({names.TAG_HEARTBEAT: f"{time.time():.0f}"})
+            if self._stop_beating.wait(period_s):
+                return
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat (at the run's end: a later heartbeat would say a finished run is alive)."""
+        self._stop_beating.set()
+        if self._beat_thread is not None:
+            self._beat_thread.join()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Queue finite metrics; NaN (e.g. AUC on a one-class validation set) is left out, not faked."""
@@ -96,7 +122,7 @@ class RunSpool:
                         for r in batch
                         if r["kind"] == "metric"
                     ],
-                    tags=[RunTag(r["key"], r["value"]) for r in batch if r["kind"] == "tag"],
+                    tags=_latest_tags(batch),
                 )
             except Exception as error:  # any failure to reach the store: keep the records and retry
                 self.last_error = (
@@ -120,6 +146,7 @@ class RunSpool:
         Returns:
             None when everything reached MLflow, else the spool file (which the caller reports).
         """
+        self.stop_heartbeat()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._thread.is_alive():
             with self._cond:
@@ -148,6 +175,12 @@ class RunSpool:
             os.fsync(handle.fileno())
 
 
+def _latest_tags(records: list[dict[str, Any]]) -> list[RunTag]:
+    """The tags among `records`, each key once with its latest value (heartbeats pile up in an outage)."""
+    latest = {r["key"]: r["value"] for r in records if r["kind"] == "tag"}
+    return [RunTag(key, value) for key, value in latest.items()]
+
+
 def import_spool(path: Path) -> int:
     """Send a spool file's records to the run they belong to; returns how many were sent.
 
@@ -164,7 +197,7 @@ def import_spool(path: Path) -> int:
         metrics = [
             Metric(r["key"], r["value"], r["timestamp"], r["step"]) for r in records if r["kind"] == "metric"
         ]
-        tags = [RunTag(r["key"], r["value"]) for r in records if r["kind"] == "tag"]
+        tags = _latest_tags(records)
         for start in range(0, max(len(metrics), len(tags)), _BATCH):
             client.log_batch(
                 run_id, metrics=metrics[start : start + _BATCH], tags=tags[start : start + _BATCH]

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from repro import names, reconcile
 from repro.errors import UserError
+from repro.spool import SPOOL_FILE, RunSpool
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,7 @@ class SweepCallback(Callback):
         self.parent_run_id: str | None = None
         self.tracking_uri: str | None = None
         self.failed_jobs: dict[str, str] = {}  # job number -> what failed, for jobs that may have no run
+        self._heartbeat: RunSpool | None = None  # the parent run's heartbeat, while the sweep runs
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -274,6 +276,9 @@ class SweepCallback(Callback):
             },
         )
         self.parent_run_id = run.info.run_id
+        self._heartbeat = RunSpool(
+            config.tracking.uri, self.parent_run_id, sweep_dir / SPOOL_FILE, config.tracking.heartbeat_s
+        )
         (sweep_dir / PARENT_RUN_FILE).write_text(self.parent_run_id + "\n")
         _ACTIVE_SWEEPS.append(self)
 
@@ -299,6 +304,9 @@ class SweepCallback(Callback):
         """
         if self.parent_run_id is None or self.tracking_uri is None:
             return True
+        if self._heartbeat is not None:
+            self._heartbeat.close(timeout_s=5)  # heartbeats only; what is not sent stays in the sweep folder
+            self._heartbeat = None
         client = MlflowClient(self.tracking_uri)
         parent = client.get_run(self.parent_run_id)
         children = client.search_runs(

@@ -39,7 +39,7 @@ from repro.environments import resolve_device
 from repro.errors import UserError, exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
 from repro.preflight import preflight, validate_job
-from repro.spool import RunSpool
+from repro.spool import SPOOL_FILE, RunSpool
 from repro.threads import resolve_threads, use_threads
 
 register_configs()  # the schemas must be in the ConfigStore before Hydra composes anything
@@ -113,9 +113,14 @@ def run(cfg: DictConfig, context: JobContext) -> float:
         with _sigterm_policy(raise_now=False), tracked as active:
             tracking.log_params(params)
             mlflow.log_dict(OmegaConf.to_container(cfg, resolve=True), "config.yaml")
-            sink = RunSpool(cfg.tracking.uri, active.info.run_id, context.output_dir / "mlflow_spool.jsonl")
-            sink.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
-            return _measured_training(cfg, context, model, data, device.torch_device, monitor, sink)
+            sink = RunSpool(
+                store.uri, active.info.run_id, context.output_dir / SPOOL_FILE, heartbeat_s=store.heartbeat_s
+            )
+            try:
+                sink.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
+                return _measured_training(cfg, context, model, data, device.torch_device, monitor, sink)
+            finally:
+                sink.stop_heartbeat()  # `_end_run` stopped it already, unless the job failed before training
 
 
 def _refuse_planted_links(output_dir: Path) -> None:

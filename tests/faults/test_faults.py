@@ -8,6 +8,7 @@ epoch's metrics were lost.
 from __future__ import annotations
 
 import csv
+import datetime
 import errno
 import os
 import signal
@@ -56,9 +57,12 @@ def test_kill_9_then_the_next_job_ends_the_dead_runs_failed(
     smoke_overrides, tracking_uri, tmp_path, fault_env, compose_config
 ):
     sweep_dir = tmp_path / "sweep"
-    job = start_job("-m", *smoke_overrides, LONG, f"hydra.sweep.dir={sweep_dir}", env=fault_env)
+    job = start_job(
+        "-m", *smoke_overrides, LONG, "tracking.heartbeat_s=1", f"hydra.sweep.dir={sweep_dir}", env=fault_env
+    )  # fmt: skip
     try:
         wait_for(lambda: _has_an_epoch(tracking_uri, sweep_dir), "the job's first epoch", job=job)
+        time.sleep(3)  # a few heartbeats after the run's first ones
         job.send_signal(signal.SIGKILL)  # what the OOM killer or a node failure does
         job.wait(timeout=30)
     finally:
@@ -74,7 +78,11 @@ def test_kill_9_then_the_next_job_ends_the_dead_runs_failed(
     for dead in left:
         ended = after[dead.info.run_id]
         assert ended.info.status == "FAILED", ended.info.run_name
-        assert ended.data.tags["repro.end_reason"].startswith("process died (no heartbeat since 20")
+        last_beat_s = float(ended.data.tags["repro.heartbeat"])
+        assert last_beat_s > dead.info.start_time / 1000 + 1  # renewed while it ran, not only at its start
+        since = datetime.datetime.fromtimestamp(last_beat_s, tz=datetime.timezone.utc)
+        since = since.isoformat(timespec="seconds")
+        assert ended.data.tags["repro.end_reason"] == f"process died (no heartbeat since {since})"
     dead_child = children(left)[0].info.run_id
     assert epoch_values(tracking_uri, dead_child, "train_loss") == steps_before  # its epochs are kept
     rows = _history_rows(sweep_dir / "0" / "history.csv")
