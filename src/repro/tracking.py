@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from repro import names, reconcile
-from repro.errors import UserError
+from repro.errors import UserError, exit_on_user_error
 from repro.spool import SPOOL_FILE, RunSpool
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,33 @@ def read_parent_run_id(job_output_dir: Path) -> str | None:
     return marker.read_text().strip() if marker.exists() else None
 
 
+def claim_sweep_dir(sweep_dir: Path, resume: bool) -> None:
+    """Make `sweep_dir` this sweep's own, or raise `UserError` if an earlier sweep is there.
+
+    Without `resume`, a folder that holds another sweep (its parent-run file, Hydra's `multirun.yaml` or
+    job folders) is refused, since the new jobs would overwrite the earlier ones' files. The parent-run
+    file is created exclusively, so two sweeps started in the same second with the default, timestamped
+    `hydra.sweep.dir` cannot both claim it.
+    """
+    refusal = UserError(
+        f"hydra.sweep.dir={sweep_dir} already holds a sweep; use resume=true to continue it, "
+        "or another hydra.sweep.dir"
+    )
+    if resume:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        return
+    if sweep_dir.is_dir() and (
+        (sweep_dir / "multirun.yaml").exists()
+        or any((job_dir / ".hydra").is_dir() for job_dir in sweep_dir.iterdir())
+    ):
+        raise refusal
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(sweep_dir / PARENT_RUN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
+    except FileExistsError:
+        raise refusal from None
+
+
 class SweepCallback(Callback):
     """Hydra callback: a parent MLflow run around a multirun sweep, and a summary at its end."""
 
@@ -259,7 +286,8 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with exit_on_user_error():  # one line and exit 2, before the launcher starts any job
+            claim_sweep_dir(sweep_dir, resume=bool(config.get("resume", False)))
         self.tracking_uri = config.tracking.uri
         experiment_id = _open_experiment(config.tracking.uri, config.tracking.experiment)
         reconcile.end_dead_runs(config.tracking.uri, config.tracking.experiment)
