@@ -283,6 +283,7 @@ class SweepCallback(Callback):
         self.tracking_uri: str | None = None
         self.failed_jobs: dict[str, str] = {}  # job number -> what failed, for jobs that may have no run
         self._heartbeat: RunSpool | None = None  # the parent run's heartbeat, while the sweep runs
+        self._all_ok = True  # what `finish` found, for a second call (the entry point closes every sweep)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -331,7 +332,7 @@ class SweepCallback(Callback):
             stopped_by: why the sweep was cut short (Ctrl-C, SIGTERM), if it was; the parent ends KILLED.
         """
         if self.parent_run_id is None or self.tracking_uri is None:
-            return True
+            return self._all_ok
         if self._heartbeat is not None:
             self._heartbeat.close(timeout_s=5)  # heartbeats only; what is not sent stays in the sweep folder
             self._heartbeat = None
@@ -346,6 +347,7 @@ class SweepCallback(Callback):
             # No job started a run (the launcher refused the sweep, say): leave no empty parent behind.
             client.delete_run(self.parent_run_id)
             self.parent_run_id = None
+            self._all_ok = False
             return False
         recorded = {child.data.tags.get("repro.job_num") for child in children}
         unrecorded_failures = [line for num, line in self.failed_jobs.items() if num not in recorded]
@@ -357,7 +359,9 @@ class SweepCallback(Callback):
         for child in children:
             energy = child.data.metrics.get(names.ENERGY_TOTAL_J)
             energy_text = f"{energy:10.1f} J" if energy is not None else "         - J"
-            print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}")
+            reason = child.data.tags.get(names.TAG_END_REASON, "no reason recorded")
+            why = "" if child.info.status == "FINISHED" else f": {reason[:300]}"
+            print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}{why}")
         for line in unrecorded_failures:
             print(f"  {'FAILED':9s}         - J  {line} (no run: failed before training)")
         if stopped_by is not None:
@@ -372,6 +376,7 @@ class SweepCallback(Callback):
         client.set_terminated(self.parent_run_id, status=status)
         self.parent_run_id = None
         _SKIPPED.clear()
+        self._all_ok = all_ok
         return all_ok
 
 
@@ -387,6 +392,12 @@ def note_skipped(earlier_run: Any) -> None:
 #: Sweeps started in this process, so the entry point can close them when a job's failure
 #: makes Hydra skip `on_multirun_end`.
 _ACTIVE_SWEEPS: list[SweepCallback] = []
+
+
+def note_failed_job(job_num: int | None, line: str) -> None:
+    """Record a job that failed in this process, so the sweep's summary lists it even without a run."""
+    if _ACTIVE_SWEEPS:
+        _ACTIVE_SWEEPS[-1].failed_jobs[str(job_num)] = line
 
 
 def finish_open_sweeps(stopped_by: str | None = None) -> bool:

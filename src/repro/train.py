@@ -178,11 +178,8 @@ def _measured_training(
     except loop.TrainingStopped:
         status, reason = "KILLED", "terminated (SIGTERM)"
         raise
-    except OSError as error:
-        status, reason = "FAILED", _os_error_reason(error)
-        raise
     except BaseException as error:
-        status, reason = "FAILED", f"{type(error).__name__}: {error}"
+        status, reason = "FAILED", _failure_reason(error)
         raise
     finally:
         duration_s = time.perf_counter() - started
@@ -398,15 +395,40 @@ def _hydra_entry(cfg: DictConfig) -> float:
         sweep_dir=Path(hydra_cfg.sweep.dir) if multirun else None,
     )
     if multirun:
-        # In a sweep a failing job is recorded as failed and the others go on; the summary says so.
-        return run(cfg, context)
+        try:
+            return run(cfg, context)
+        except Exception as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise  # Hydra prints the traceback at the sweep's end
+            # The job's run is FAILED with its reason; the sweep goes on with its other jobs, as a SLURM
+            # array would: one bad configuration should not cost a campaign the rest of its measurements,
+            # and `resume=true` reruns only what failed. The summary lists it; the exit code is 1.
+            overrides = " ".join(hydra_cfg.overrides.task)
+            line = f"job {context.job_num} ({overrides}) failed: {_failure_reason(error)}"
+            print(f"error: {line}; the sweep goes on with its other jobs", file=sys.stderr)
+            tracking.note_failed_job(context.job_num, line)
+            return float("nan")
     with exit_on_user_error():
         try:
             return run(cfg, context)
-        except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SystemExit(1) from None  # the run is FAILED and its one line is printed
+        except UserError:
             raise
+        except Exception as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            if not _is_disk_full(error):  # a full disk's line is printed with the run's outcome
+                print(f"error: {_failure_reason(error)}", file=sys.stderr)
+            raise SystemExit(1) from None  # the run is FAILED with the same reason
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _failure_reason(error: BaseException) -> str:
+    """One line for a job's failure, as its run's `repro.end_reason` says it."""
+    reason = _os_error_reason(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+    return (reason.splitlines() or [""])[0][:500]
 
 
 def main() -> None:

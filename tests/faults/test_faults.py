@@ -320,3 +320,38 @@ def test_the_lock_holds_across_two_tmpdirs(tmp_path: Path, monkeypatch) -> None:
             pass
     finally:
         holder.communicate("\n", timeout=30)
+
+
+def test_a_job_that_fails_in_a_sweep_is_one_line_and_the_sweep_goes_on(
+    smoke_overrides, tracking_uri, tmp_path, fault_env
+):
+    sweep_dir = tmp_path / "sweep"
+    job = start_job(  # job 0's loss turns NaN at run time, after preflight passed
+        "-m", "training.head_lr=1e30,0.01", *smoke_overrides, f"hydra.sweep.dir={sweep_dir}", env=fault_env
+    )  # fmt: skip
+    try:
+        out, err = job.communicate(timeout=600)
+    finally:
+        job.kill()
+    result = subprocess.CompletedProcess(job.args, job.returncode, out, err)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: job 0 (training.head_lr=1e+30 "), errors
+    assert ") failed: TrainingDiverged: training diverged" in errors[0]
+
+    recorded = runs(tracking_uri)
+    (parent,) = parents(recorded)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["repro.end_reason"] == "1 job(s) did not finish"
+    jobs = sorted(children(recorded), key=lambda r: r.data.tags["repro.job_num"])
+    assert [c.info.status for c in jobs] == ["FAILED", "FINISHED"]  # the sweep went on to job 1
+    reason = jobs[0].data.tags["repro.end_reason"]
+    assert "training diverged" in reason
+    summary = result.stdout.split("Sweep summary (2 jobs", 1)[1].splitlines()
+    assert (
+        [line for line in summary if line.startswith("  FAILED")]
+        == [line for line in summary if line.endswith(f"{jobs[0].info.run_name}: {reason}")]
+        != []
+    )  # the failed job, with its one-line reason
+    assert jobs[0].data.metrics["energy_total_j"] > 0  # what it measured before it failed is kept
