@@ -17,6 +17,7 @@ from one in a long, quiet epoch (`repro.reconcile`). It only queues a record: it
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -51,6 +52,7 @@ class RunSpool:
         self.run_id = run_id
         self.spool_path = spool_path
         self.last_error: str | None = None
+        self.store_full = False  # whether a delivery failed because the store's disk is full
         self.delivered = 0
         self._client = MlflowClient(uri)
         self._pending: list[dict[str, Any]] = []
@@ -125,12 +127,12 @@ class RunSpool:
                     tags=_latest_tags(batch),
                 )
             except Exception as error:  # any failure to reach the store: keep the records and retry
-                self.last_error = (
-                    f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                )
-                log.warning(
-                    "MLflow unreachable, %d records kept for later: %s", len(self._pending), self.last_error
-                )
+                root = _root_cause(error)  # "database or disk is full", not SQLAlchemy's autoflush advice
+                text = f"{type(root).__name__}: {str(root).splitlines()[0] if str(root) else ''}"
+                if text != self.last_error:  # once per distinct error, not once per retry
+                    log.warning("MLflow unreachable, %d records kept for later: %s", len(self._pending), text)
+                self.last_error = text
+                self.store_full = self.store_full or _is_store_full(error)
                 with self._cond:
                     if self._closing:
                         return  # close() writes what is left to the spool file
@@ -173,6 +175,32 @@ class RunSpool:
                 handle.write(json.dumps({"uri": self.uri, "run_id": self.run_id, **record}) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _is_store_full(error: BaseException) -> bool:
+    """Whether `error`'s first cause says the store's disk is full, in SQLite's or the OS's words."""
+    root = _root_cause(error)
+    return "database or disk is full" in str(root) or getattr(root, "errno", None) == errno.ENOSPC
+
+
+class _DeliveredBySpool(logging.Filter):
+    """Drops MLflow's SQL-store error logs for writes from a spool thread, each with its full traceback.
+
+    The spool retries such a write every second and says once, in one line, why it is waiting; the
+    store's own log would print a traceback per retry (hundreds of lines while a disk is full).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.threadName.startswith("mlflow-spool")
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_DeliveredBySpool())
 
 
 def _latest_tags(records: list[dict[str, Any]]) -> list[RunTag]:

@@ -187,8 +187,8 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(finite, step=step)
 
 
-def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: str) -> None:
-    """Write a short summary as the run's description, so the run page shows the energy at a glance."""
+def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: str) -> dict[str, str]:
+    """The run's description as a tag: a short summary, so the run page shows the energy at a glance."""
 
     def number(key: str, unit: str, digits: int = 1) -> str:
         value = metrics.get(key)
@@ -212,7 +212,7 @@ def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: 
         f"**How measured** {methods or 'no meter'}",
         f"**Outcome** {reason}",
     ]
-    mlflow.set_tag(RUN_NOTE_TAG, "  \n".join(lines))
+    return {RUN_NOTE_TAG: "  \n".join(lines)}
 
 
 def log_epoch_figure(history: list[Mapping[str, Any]]) -> None:

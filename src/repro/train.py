@@ -238,7 +238,7 @@ def _record_outcome(
     sink.set_tags(monitor.provenance_tags())
     problems = list(recorder.write_errors)
     try:  # the run's description and per-epoch figure: nice to have, never a reason to lose the rest
-        tracking.describe_run(metrics, monitor.provenance_tags(), reason)
+        sink.set_tags(tracking.describe_run(metrics, monitor.provenance_tags(), reason))
         tracking.log_epoch_figure(recorder.history)
     except Exception as error:
         problems.append(f"run description or epoch figure not logged: {type(error).__name__}: {error}"[:300])
@@ -263,7 +263,12 @@ def _record_outcome(
 
 
 def _end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
-    """Deliver the queued records, then end the run; what cannot reach MLflow goes to the spool file."""
+    """Deliver the queued records, then end the run; what cannot reach MLflow goes to the spool file.
+
+    Raises:
+        OSError: ENOSPC when the store's own disk is full (an SQLite database on a full disk), after the
+            records were spooled and one line said where they are and how to import them.
+    """
     spooled = sink.close(flush_timeout_s)
     try:
         if spooled is not None:
@@ -273,9 +278,18 @@ def _end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
         if mlflow.active_run() is not None:
             mlflow.tracking.fluent._active_run_stack.get().pop()
         sink.append_to_spool([{"kind": "status", "status": status, "end_time": int(time.time() * 1000)}])
+        how = f"this run's last records are in {sink.spool_path}; "
+        if sink.store_full and sink.uri.startswith("sqlite:///"):
+            full = OSError(errno.ENOSPC, "database or disk is full", sink.uri.removeprefix("sqlite:///"))
+            print(
+                f"error: {_os_error_reason(full)}; {how}free space, then import them with: "
+                f"python -m repro.spool {sink.spool_path}",
+                file=sys.stderr,
+            )
+            raise full from None
         print(
-            f"warning: MLflow could not be reached ({error}); this run's last records are in "
-            f"{sink.spool_path}; import them with: python -m repro.spool {sink.spool_path}",
+            f"warning: MLflow could not be reached ({error}); {how}import them with: "
+            f"python -m repro.spool {sink.spool_path}",
             file=sys.stderr,
         )
 

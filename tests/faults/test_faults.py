@@ -355,3 +355,74 @@ def test_a_job_that_fails_in_a_sweep_is_one_line_and_the_sweep_goes_on(
         != []
     )  # the failed job, with its one-line reason
     assert jobs[0].data.metrics["energy_total_j"] > 0  # what it measured before it failed is kept
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Path:
+    """A 16 MiB tmpfs for a test to fill; skipped where tmpfs cannot be mounted (needs root)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'}); needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Write a file into `folder` until its filesystem is full; returns the file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_the_mlflow_database_on_a_full_disk_spools_the_run_and_one_command_imports_it(
+    compose_config, small_tmpfs, tmp_path, monkeypatch, capfd
+):
+    db = small_tmpfs / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    filled: list[Path] = []
+    real_on_epoch_end = train._EpochRecorder.on_epoch_end
+
+    def _fill_after_the_run_started(self: train._EpochRecorder, record: loop.EpochRecord) -> None:
+        if not filled:
+            filled.append(_fill(small_tmpfs))  # the disk fills mid-run: the first epoch cannot be recorded
+        real_on_epoch_end(self, record)
+
+    monkeypatch.setattr(train._EpochRecorder, "on_epoch_end", _fill_after_the_run_started)
+    output_dir = tmp_path / "job"
+    with pytest.raises(OSError):
+        run(
+            compose_config(f"tracking.uri={uri}", "tracking.flush_timeout_s=3"),
+            JobContext(output_dir=output_dir),
+        )
+    out, err = capfd.readouterr()
+    assert "Traceback" not in err + out
+    spool_file = output_dir / "mlflow_spool.jsonl"
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: disk full: cannot write {db} (") and "MB free)" in line, line
+    assert line.endswith(f"import them with: python -m repro.spool {spool_file}"), line
+    assert spool_file.is_file()  # nothing lost: the run's records are in its folder
+
+    filled[0].unlink()  # space is freed
+    command = line.split("import them with: ", 1)[1].split()
+    imported = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, check=False)
+    assert imported.returncode == 0, imported.stderr[-2000:]
+
+    (recorded,) = runs(uri)
+    assert recorded.info.status == "FINISHED"  # training completed; its record is whole now
+    assert recorded.data.tags["repro.end_reason"] == "completed"
+    trained = int(recorded.data.metrics["trained_epochs"])
+    assert trained == 2
+    assert epoch_values(uri, recorded.info.run_id, "train_loss") == [0, 1]
+    assert recorded.data.metrics["energy_total_j"] > 0
