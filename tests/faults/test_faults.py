@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from tests.faults.helpers import MlflowServer, children, epoch_values, parents, runs, start_job, wait_for
+from tests.support import run_cli
 
 from repro import loop, train
 from repro.energy import measurement_lock
@@ -426,3 +427,19 @@ def test_the_mlflow_database_on_a_full_disk_spools_the_run_and_one_command_impor
     assert trained == 2
     assert epoch_values(uri, recorded.info.run_id, "train_loss") == [0, 1]
     assert recorded.data.metrics["energy_total_j"] > 0
+
+
+def test_codecarbon_unable_to_write_its_csv_is_recorded_and_warned_not_silent(
+    smoke_overrides, tracking_uri, tmp_path, fault_env
+):
+    run_dir = tmp_path / "run"
+    (run_dir / "energy" / "emissions.csv").mkdir(parents=True)  # a folder where CodeCarbon writes its file
+    result = run_cli(*smoke_overrides, f"hydra.run.dir={run_dir}", env=fault_env)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    (recorded,) = runs(tracking_uri)
+    assert recorded.info.status in ("FINISHED", "FAILED")  # a final state either way
+    problems = recorded.data.tags.get("repro.artifact_errors", "")
+    assert "emissions.csv" in problems, recorded.data.tags  # the run says what is missing
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("emissions.csv" in line for line in warnings), result.stderr[-3000:]
+    assert result.returncode == (0 if recorded.info.status == "FINISHED" else 1)
