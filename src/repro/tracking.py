@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: File in the sweep folder that holds the id of the sweep's parent run.
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+#: File that a sweep creates first in its folder, exclusively, to make the folder its own.
+SWEEP_CLAIM_FILE = ".repro-sweep"
 #: MLflow 3's UI reads this experiment tag to tell model-training from GenAI experiments (the value of
 #: its ExperimentKind enum); newer UIs also follow a view switch that `repro.ui_url` sets in the URL.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -251,10 +253,11 @@ def read_parent_run_id(job_output_dir: Path) -> str | None:
 def claim_sweep_dir(sweep_dir: Path, resume: bool) -> None:
     """Make `sweep_dir` this sweep's own, or raise `UserError` if an earlier sweep is there.
 
-    Without `resume`, a folder that holds another sweep (its parent-run file, Hydra's `multirun.yaml` or
-    job folders) is refused, since the new jobs would overwrite the earlier ones' files. The parent-run
-    file is created exclusively, so two sweeps started in the same second with the default, timestamped
-    `hydra.sweep.dir` cannot both claim it.
+    Without `resume`, a folder that holds another sweep (its claim, parent-run file, Hydra's
+    `multirun.yaml` or job folders) is refused, since the new jobs would overwrite the earlier ones' files.
+    The claim file is created exclusively, so two sweeps started in the same second with the default,
+    timestamped `hydra.sweep.dir` cannot both have it. (Not the parent-run file itself: its existence
+    tells jobs and tests that the store is set up.)
     """
     refusal = UserError(
         f"hydra.sweep.dir={sweep_dir} already holds a sweep; use resume=true to continue it, "
@@ -265,14 +268,18 @@ def claim_sweep_dir(sweep_dir: Path, resume: bool) -> None:
         return
     if sweep_dir.is_dir() and (
         (sweep_dir / "multirun.yaml").exists()
+        or (sweep_dir / PARENT_RUN_FILE).exists()
         or any((job_dir / ".hydra").is_dir() for job_dir in sweep_dir.iterdir())
     ):
         raise refusal
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    exclusive = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     try:
-        os.close(os.open(sweep_dir / PARENT_RUN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW))
+        claim = os.open(sweep_dir / SWEEP_CLAIM_FILE, exclusive, 0o644)
     except FileExistsError:
         raise refusal from None
+    with os.fdopen(claim, "w") as handle:
+        handle.write(f"{socket.gethostname()} {os.getpid()}\n")
 
 
 class SweepCallback(Callback):
