@@ -301,11 +301,14 @@ class TrackingConfig:
     experiment: str = "repro"  # the MLflow experiment every run of the job goes to
     parent_run_id: str | None = None  # set by sweeps: every job becomes a child of this run
     flush_timeout_s: float = 60.0  # at a job's end, how long to wait for MLflow before spooling to disk
+    heartbeat_s: float = 30.0  # seconds between two heartbeats (tag repro.heartbeat) of a recording process
 
     def __post_init__(self) -> None:
         check_finite(self, "tracking")
         if self.flush_timeout_s < 0:
             raise UserError(f"tracking.flush_timeout_s={self.flush_timeout_s} must be 0 or more seconds")
+        if self.heartbeat_s <= 0:
+            raise UserError(f"tracking.heartbeat_s={self.heartbeat_s} must be greater than 0")
 
 
 @dataclass

@@ -137,6 +137,8 @@ TAG_END_REASON = "repro.end_reason"
 TAG_PID = "repro.pid"  # the recording process, so a later job can tell that it died
 TAG_PID_START = "repro.pid_start"  # its start time in clock ticks: a reused PID is another process
 TAG_CONFIG_HASH = "repro.config_hash"  # what `resume=true` matches a job by
+TAG_HEARTBEAT = "repro.heartbeat"  # unix time (s) of the recording process's latest heartbeat
+TAG_HEARTBEAT_S = "repro.heartbeat_s"  # seconds between two heartbeats
 TAG_ARTIFACT_ERRORS = "repro.artifact_errors"  # set only when a file could not be written or logged
 TAG_KIND = "repro.kind"  # "sweep" on a sweep's parent run
 KIND_SWEEP = "sweep"
@@ -175,6 +177,8 @@ RUN_TAGS: tuple[str, ...] = (
     TAG_PID,
     TAG_PID_START,
     TAG_CONFIG_HASH,
+    TAG_HEARTBEAT,
+    TAG_HEARTBEAT_S,
     TAG_ARTIFACT_ERRORS,
     TAG_DEVICE_NAME,
     TAG_DEVICE_POWER_LIMIT_W,

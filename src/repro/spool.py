@@ -9,10 +9,15 @@ folder, and one command imports it later:
     python -m repro.spool multirun/DATE/TIME/0/mlflow_spool.jsonl
 
 The spool file holds one JSON object per line: `{"uri", "run_id", "kind": "metric"|"tag"|"status", ...}`.
+
+With `heartbeat_s`, a second daemon thread queues the tag `repro.heartbeat` (the unix time) every
+`heartbeat_s` seconds until the spool is closed, so that a later job can tell a run whose process died
+from one in a long, quiet epoch (`repro.reconcile`). It only queues a record: it never waits for MLflow.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -27,6 +32,8 @@ from typing import Any
 from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
+from repro import names
+
 log = logging.getLogger(__name__)
 
 #: Name of the spool file in a job's output folder.
@@ -40,11 +47,12 @@ _BATCH = 500
 class RunSpool:
     """Ordered, asynchronous delivery of one run's metrics and tags, with a local spool as the fallback."""
 
-    def __init__(self, uri: str, run_id: str, spool_path: Path) -> None:
+    def __init__(self, uri: str, run_id: str, spool_path: Path, heartbeat_s: float | None = None) -> None:
         self.uri = uri
         self.run_id = run_id
         self.spool_path = spool_path
         self.last_error: str | None = None
+        self.store_full = False  # whether a delivery failed because the store's disk is full
         self.delivered = 0
         self._client = MlflowClient(uri)
         self._pending: list[dict[str, Any]] = []
@@ -52,6 +60,26 @@ class RunSpool:
         self._closing = False
         self._thread = threading.Thread(target=self._work, name=f"mlflow-spool-{run_id[:8]}", daemon=True)
         self._thread.start()
+        self._stop_beating = threading.Event()
+        self._beat_thread: threading.Thread | None = None
+        if heartbeat_s:
+            self.set_tags({names.TAG_HEARTBEAT_S: f"{heartbeat_s:g}"})
+            self._beat_thread = threading.Thread(
+                target=self._beat, args=(heartbeat_s,), name=f"mlflow-heartbeat-{run_id[:8]}", daemon=True
+            )
+            self._beat_thread.start()
+
+    def _beat(self, period_s: float) -> None:
+        while True:
+            self.set_tags({names.TAG_HEARTBEAT: f"{time.time():.0f}"})
+            if self._stop_beating.wait(period_s):
+                return
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat (at the run's end: a later heartbeat would say a finished run is alive)."""
+        self._stop_beating.set()
+        if self._beat_thread is not None:
+            self._beat_thread.join()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Queue finite metrics; NaN (e.g. AUC on a one-class validation set) is left out, not faked."""
@@ -96,15 +124,15 @@ class RunSpool:
                         for r in batch
                         if r["kind"] == "metric"
                     ],
-                    tags=[RunTag(r["key"], r["value"]) for r in batch if r["kind"] == "tag"],
+                    tags=_latest_tags(batch),
                 )
             except Exception as error:  # any failure to reach the store: keep the records and retry
-                self.last_error = (
-                    f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                )
-                log.warning(
-                    "MLflow unreachable, %d records kept for later: %s", len(self._pending), self.last_error
-                )
+                root = _root_cause(error)  # "database or disk is full", not SQLAlchemy's autoflush advice
+                text = f"{type(root).__name__}: {str(root).splitlines()[0] if str(root) else ''}"
+                if text != self.last_error:  # once per distinct error, not once per retry
+                    log.warning("MLflow unreachable, %d records kept for later: %s", len(self._pending), text)
+                self.last_error = text
+                self.store_full = self.store_full or _is_store_full(error)
                 with self._cond:
                     if self._closing:
                         return  # close() writes what is left to the spool file
@@ -120,6 +148,7 @@ class RunSpool:
         Returns:
             None when everything reached MLflow, else the spool file (which the caller reports).
         """
+        self.stop_heartbeat()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._thread.is_alive():
             with self._cond:
@@ -148,6 +177,38 @@ class RunSpool:
             os.fsync(handle.fileno())
 
 
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def _is_store_full(error: BaseException) -> bool:
+    """Whether `error`'s first cause says the store's disk is full, in SQLite's or the OS's words."""
+    root = _root_cause(error)
+    return "database or disk is full" in str(root) or getattr(root, "errno", None) == errno.ENOSPC
+
+
+class _DeliveredBySpool(logging.Filter):
+    """Drops MLflow's SQL-store error logs for writes from a spool thread, each with its full traceback.
+
+    The spool retries such a write every second and says once, in one line, why it is waiting; the
+    store's own log would print a traceback per retry (hundreds of lines while a disk is full).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.threadName.startswith("mlflow-spool")
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_DeliveredBySpool())
+
+
+def _latest_tags(records: list[dict[str, Any]]) -> list[RunTag]:
+    """The tags among `records`, each key once with its latest value (heartbeats pile up in an outage)."""
+    latest = {r["key"]: r["value"] for r in records if r["kind"] == "tag"}
+    return [RunTag(key, value) for key, value in latest.items()]
+
+
 def import_spool(path: Path) -> int:
     """Send a spool file's records to the run they belong to; returns how many were sent.
 
@@ -164,7 +225,7 @@ def import_spool(path: Path) -> int:
         metrics = [
             Metric(r["key"], r["value"], r["timestamp"], r["step"]) for r in records if r["kind"] == "metric"
         ]
-        tags = [RunTag(r["key"], r["value"]) for r in records if r["kind"] == "tag"]
+        tags = _latest_tags(records)
         for start in range(0, max(len(metrics), len(tags)), _BATCH):
             client.log_batch(
                 run_id, metrics=metrics[start : start + _BATCH], tags=tags[start : start + _BATCH]

@@ -29,12 +29,15 @@ from omegaconf import DictConfig
 
 from repro import names, reconcile
 from repro.config import Config
-from repro.errors import UserError
+from repro.errors import UserError, exit_on_user_error
+from repro.spool import SPOOL_FILE, RunSpool
 
 log = logging.getLogger(__name__)
 
 #: File in the sweep folder that holds the id of the sweep's parent run.
 PARENT_RUN_FILE = "mlflow_parent_run_id"
+#: File that a sweep creates first in its folder, exclusively, to make the folder its own.
+SWEEP_CLAIM_FILE = ".repro-sweep"
 #: MLflow 3's UI reads this experiment tag to tell model-training from GenAI experiments (the value of
 #: its ExperimentKind enum); newer UIs also follow a view switch that `repro.ui_url` sets in the URL.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -188,8 +191,8 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
         mlflow.log_metrics(finite, step=step)
 
 
-def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: str) -> None:
-    """Write a short summary as the run's description, so the run page shows the energy at a glance."""
+def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: str) -> dict[str, str]:
+    """The run's description as a tag: a short summary, so the run page shows the energy at a glance."""
 
     def number(key: str, unit: str, digits: int = 1) -> str:
         value = metrics.get(key)
@@ -213,7 +216,7 @@ def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: 
         f"**How measured** {methods or 'no meter'}",
         f"**Outcome** {reason}",
     ]
-    mlflow.set_tag(RUN_NOTE_TAG, "  \n".join(lines))
+    return {RUN_NOTE_TAG: "  \n".join(lines)}
 
 
 def log_epoch_figure(history: list[Mapping[str, Any]]) -> None:
@@ -249,6 +252,38 @@ def read_parent_run_id(job_output_dir: Path) -> str | None:
     return marker.read_text().strip() if marker.exists() else None
 
 
+def claim_sweep_dir(sweep_dir: Path, resume: bool) -> None:
+    """Make `sweep_dir` this sweep's own, or raise `UserError` if an earlier sweep is there.
+
+    Without `resume`, a folder that holds another sweep (its claim, parent-run file, Hydra's
+    `multirun.yaml` or job folders) is refused, since the new jobs would overwrite the earlier ones' files.
+    The claim file is created exclusively, so two sweeps started in the same second with the default,
+    timestamped `hydra.sweep.dir` cannot both have it. (Not the parent-run file itself: its existence
+    tells jobs and tests that the store is set up.)
+    """
+    refusal = UserError(
+        f"hydra.sweep.dir={sweep_dir} already holds a sweep; use resume=true to continue it, "
+        "or another hydra.sweep.dir"
+    )
+    if resume:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        return
+    if sweep_dir.is_dir() and (
+        (sweep_dir / "multirun.yaml").exists()
+        or (sweep_dir / PARENT_RUN_FILE).exists()
+        or any((job_dir / ".hydra").is_dir() for job_dir in sweep_dir.iterdir())
+    ):
+        raise refusal
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    exclusive = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    try:
+        claim = os.open(sweep_dir / SWEEP_CLAIM_FILE, exclusive, 0o644)
+    except FileExistsError:
+        raise refusal from None
+    with os.fdopen(claim, "w") as handle:
+        handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+
+
 class SweepCallback(Callback):
     """Hydra callback: a parent MLflow run around a multirun sweep, and a summary at its end."""
 
@@ -256,10 +291,13 @@ class SweepCallback(Callback):
         self.parent_run_id: str | None = None
         self.tracking_uri: str | None = None
         self.failed_jobs: dict[str, str] = {}  # job number -> what failed, for jobs that may have no run
+        self._heartbeat: RunSpool | None = None  # the parent run's heartbeat, while the sweep runs
+        self._all_ok = True  # what `finish` found, for a second call (the entry point closes every sweep)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with exit_on_user_error():  # one line and exit 2, before the launcher starts any job
+            claim_sweep_dir(sweep_dir, resume=bool(config.get("resume", False)))
         self.tracking_uri = config.tracking.uri
         experiment_id = _open_experiment(config.tracking.uri, config.tracking.experiment)
         reconcile.end_dead_runs(config.tracking.uri, config.tracking.experiment)
@@ -276,6 +314,9 @@ class SweepCallback(Callback):
             },
         )
         self.parent_run_id = run.info.run_id
+        self._heartbeat = RunSpool(
+            config.tracking.uri, self.parent_run_id, sweep_dir / SPOOL_FILE, config.tracking.heartbeat_s
+        )
         (sweep_dir / PARENT_RUN_FILE).write_text(self.parent_run_id + "\n")
         _ACTIVE_SWEEPS.append(self)
 
@@ -300,7 +341,10 @@ class SweepCallback(Callback):
             stopped_by: why the sweep was cut short (Ctrl-C, SIGTERM), if it was; the parent ends KILLED.
         """
         if self.parent_run_id is None or self.tracking_uri is None:
-            return True
+            return self._all_ok
+        if self._heartbeat is not None:
+            self._heartbeat.close(timeout_s=5)  # heartbeats only; what is not sent stays in the sweep folder
+            self._heartbeat = None
         client = MlflowClient(self.tracking_uri)
         parent = client.get_run(self.parent_run_id)
         children = client.search_runs(
@@ -312,6 +356,7 @@ class SweepCallback(Callback):
             # No job started a run (the launcher refused the sweep, say): leave no empty parent behind.
             client.delete_run(self.parent_run_id)
             self.parent_run_id = None
+            self._all_ok = False
             return False
         recorded = {child.data.tags.get("repro.job_num") for child in children}
         unrecorded_failures = [line for num, line in self.failed_jobs.items() if num not in recorded]
@@ -323,7 +368,9 @@ class SweepCallback(Callback):
         for child in children:
             energy = child.data.metrics.get(names.ENERGY_TOTAL_J)
             energy_text = f"{energy:10.1f} J" if energy is not None else "         - J"
-            print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}")
+            reason = child.data.tags.get(names.TAG_END_REASON, "no reason recorded")
+            why = "" if child.info.status == "FINISHED" else f": {reason[:300]}"
+            print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}{why}")
         for line in unrecorded_failures:
             print(f"  {'FAILED':9s}         - J  {line} (no run: failed before training)")
         if stopped_by is not None:
@@ -338,6 +385,7 @@ class SweepCallback(Callback):
         client.set_terminated(self.parent_run_id, status=status)
         self.parent_run_id = None
         _SKIPPED.clear()
+        self._all_ok = all_ok
         return all_ok
 
 
@@ -353,6 +401,12 @@ def note_skipped(earlier_run: Any) -> None:
 #: Sweeps started in this process, so the entry point can close them when a job's failure
 #: makes Hydra skip `on_multirun_end`.
 _ACTIVE_SWEEPS: list[SweepCallback] = []
+
+
+def note_failed_job(job_num: int | None, line: str) -> None:
+    """Record a job that failed in this process, so the sweep's summary lists it even without a run."""
+    if _ACTIVE_SWEEPS:
+        _ACTIVE_SWEEPS[-1].failed_jobs[str(job_num)] = line
 
 
 def finish_open_sweeps(stopped_by: str | None = None) -> bool:

@@ -40,7 +40,7 @@ from repro.environments import resolve_device
 from repro.errors import UserError, exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
 from repro.preflight import preflight, validate_job
-from repro.spool import RunSpool
+from repro.spool import SPOOL_FILE, RunSpool
 from repro.threads import resolve_threads, use_threads
 
 register_configs()  # the schemas must be in the ConfigStore before Hydra composes anything
@@ -119,9 +119,14 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         with _sigterm_policy(raise_now=False), tracked as active:
             tracking.log_params(params)
             mlflow.log_dict(dataclasses.asdict(cfg), "config.yaml")
-            sink = RunSpool(cfg.tracking.uri, active.info.run_id, context.output_dir / "mlflow_spool.jsonl")
-            sink.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
-            return _measured_training(cfg, context, model, data, device.torch_device, monitor, sink)
+            sink = RunSpool(
+                store.uri, active.info.run_id, context.output_dir / SPOOL_FILE, heartbeat_s=store.heartbeat_s
+            )
+            try:
+                sink.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
+                return _measured_training(cfg, context, model, data, device.torch_device, monitor, sink)
+            finally:
+                sink.stop_heartbeat()  # `_end_run` stopped it already, unless the job failed before training
 
 
 def _refuse_planted_links(output_dir: Path) -> None:
@@ -179,11 +184,8 @@ def _measured_training(
     except loop.TrainingStopped:
         status, reason = "KILLED", "terminated (SIGTERM)"
         raise
-    except OSError as error:
-        status, reason = "FAILED", _os_error_reason(error)
-        raise
     except BaseException as error:
-        status, reason = "FAILED", f"{type(error).__name__}: {error}"
+        status, reason = "FAILED", _failure_reason(error)
         raise
     finally:
         duration_s = time.perf_counter() - started
@@ -242,7 +244,7 @@ def _record_outcome(
     sink.set_tags(monitor.provenance_tags())
     problems = list(recorder.write_errors)
     try:  # the run's description and per-epoch figure: nice to have, never a reason to lose the rest
-        tracking.describe_run(metrics, monitor.provenance_tags(), reason)
+        sink.set_tags(tracking.describe_run(metrics, monitor.provenance_tags(), reason))
         tracking.log_epoch_figure(recorder.history)
     except Exception as error:
         problems.append(f"run description or epoch figure not logged: {type(error).__name__}: {error}"[:300])
@@ -267,7 +269,12 @@ def _record_outcome(
 
 
 def _end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
-    """Deliver the queued records, then end the run; what cannot reach MLflow goes to the spool file."""
+    """Deliver the queued records, then end the run; what cannot reach MLflow goes to the spool file.
+
+    Raises:
+        OSError: ENOSPC when the store's own disk is full (an SQLite database on a full disk), after the
+            records were spooled and one line said where they are and how to import them.
+    """
     spooled = sink.close(flush_timeout_s)
     try:
         if spooled is not None:
@@ -277,9 +284,18 @@ def _end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
         if mlflow.active_run() is not None:
             mlflow.tracking.fluent._active_run_stack.get().pop()
         sink.append_to_spool([{"kind": "status", "status": status, "end_time": int(time.time() * 1000)}])
+        how = f"this run's last records are in {sink.spool_path}; "
+        if sink.store_full and sink.uri.startswith("sqlite:///"):
+            full = OSError(errno.ENOSPC, "database or disk is full", sink.uri.removeprefix("sqlite:///"))
+            print(
+                f"error: {_os_error_reason(full)}; {how}free space, then import them with: "
+                f"python -m repro.spool {sink.spool_path}",
+                file=sys.stderr,
+            )
+            raise full from None
         print(
-            f"warning: MLflow could not be reached ({error}); this run's last records are in "
-            f"{sink.spool_path}; import them with: python -m repro.spool {sink.spool_path}",
+            f"warning: MLflow could not be reached ({error}); {how}import them with: "
+            f"python -m repro.spool {sink.spool_path}",
             file=sys.stderr,
         )
 
@@ -399,15 +415,40 @@ def _hydra_entry(cfg: DictConfig) -> float:
         sweep_dir=Path(hydra_cfg.sweep.dir) if multirun else None,
     )
     if multirun:
-        # In a sweep a failing job is recorded as failed and the others go on; the summary says so.
-        return run(cfg, context)
+        try:
+            return run(cfg, context)
+        except Exception as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise  # Hydra prints the traceback at the sweep's end
+            # The job's run is FAILED with its reason; the sweep goes on with its other jobs, as a SLURM
+            # array would: one bad configuration should not cost a campaign the rest of its measurements,
+            # and `resume=true` reruns only what failed. The summary lists it; the exit code is 1.
+            overrides = " ".join(hydra_cfg.overrides.task)
+            line = f"job {context.job_num} ({overrides}) failed: {_failure_reason(error)}"
+            print(f"error: {line}; the sweep goes on with its other jobs", file=sys.stderr)
+            tracking.note_failed_job(context.job_num, line)
+            return float("nan")
     with exit_on_user_error():
         try:
             return run(cfg, context)
-        except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SystemExit(1) from None  # the run is FAILED and its one line is printed
+        except UserError:
             raise
+        except Exception as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            if not _is_disk_full(error):  # a full disk's line is printed with the run's outcome
+                print(f"error: {_failure_reason(error)}", file=sys.stderr)
+            raise SystemExit(1) from None  # the run is FAILED with the same reason
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _failure_reason(error: BaseException) -> str:
+    """One line for a job's failure, as its run's `repro.end_reason` says it."""
+    reason = _os_error_reason(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+    return (reason.splitlines() or [""])[0][:500]
 
 
 def main() -> None:

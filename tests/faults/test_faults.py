@@ -8,6 +8,7 @@ epoch's metrics were lost.
 from __future__ import annotations
 
 import csv
+import datetime
 import errno
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from tests.faults.helpers import MlflowServer, children, epoch_values, parents, runs, start_job, wait_for
+from tests.support import run_cli
 
 from repro import loop, train
 from repro.energy import measurement_lock
@@ -56,9 +58,12 @@ def test_kill_9_then_the_next_job_ends_the_dead_runs_failed(
     smoke_overrides, tracking_uri, tmp_path, fault_env, compose_config
 ):
     sweep_dir = tmp_path / "sweep"
-    job = start_job("-m", *smoke_overrides, LONG, f"hydra.sweep.dir={sweep_dir}", env=fault_env)
+    job = start_job(
+        "-m", *smoke_overrides, LONG, "tracking.heartbeat_s=1", f"hydra.sweep.dir={sweep_dir}", env=fault_env
+    )  # fmt: skip
     try:
         wait_for(lambda: _has_an_epoch(tracking_uri, sweep_dir), "the job's first epoch", job=job)
+        time.sleep(3)  # a few heartbeats after the run's first ones
         job.send_signal(signal.SIGKILL)  # what the OOM killer or a node failure does
         job.wait(timeout=30)
     finally:
@@ -74,7 +79,11 @@ def test_kill_9_then_the_next_job_ends_the_dead_runs_failed(
     for dead in left:
         ended = after[dead.info.run_id]
         assert ended.info.status == "FAILED", ended.info.run_name
-        assert ended.data.tags["repro.end_reason"].startswith("process died (no heartbeat since 20")
+        last_beat_s = float(ended.data.tags["repro.heartbeat"])
+        assert last_beat_s > dead.info.start_time / 1000 + 1  # renewed while it ran, not only at its start
+        since = datetime.datetime.fromtimestamp(last_beat_s, tz=datetime.timezone.utc)
+        since = since.isoformat(timespec="seconds")
+        assert ended.data.tags["repro.end_reason"] == f"process died (no heartbeat since {since})"
     dead_child = children(left)[0].info.run_id
     assert epoch_values(tracking_uri, dead_child, "train_loss") == steps_before  # its epochs are kept
     rows = _history_rows(sweep_dir / "0" / "history.csv")
@@ -312,3 +321,127 @@ def test_the_lock_holds_across_two_tmpdirs(tmp_path: Path, monkeypatch) -> None:
             pass
     finally:
         holder.communicate("\n", timeout=30)
+
+
+def test_a_job_that_fails_in_a_sweep_is_one_line_and_the_sweep_goes_on(
+    smoke_overrides, tracking_uri, tmp_path, fault_env
+):
+    sweep_dir = tmp_path / "sweep"
+    job = start_job(  # job 0's loss turns NaN at run time, after preflight passed
+        "-m", "training.head_lr=1e30,0.01", *smoke_overrides, f"hydra.sweep.dir={sweep_dir}", env=fault_env
+    )  # fmt: skip
+    try:
+        out, err = job.communicate(timeout=600)
+    finally:
+        job.kill()
+    result = subprocess.CompletedProcess(job.args, job.returncode, out, err)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: job 0 (training.head_lr=1e+30 "), errors
+    assert ") failed: TrainingDiverged: training diverged" in errors[0]
+
+    recorded = runs(tracking_uri)
+    (parent,) = parents(recorded)
+    assert parent.info.status == "FAILED"
+    assert parent.data.tags["repro.end_reason"] == "1 job(s) did not finish"
+    jobs = sorted(children(recorded), key=lambda r: r.data.tags["repro.job_num"])
+    assert [c.info.status for c in jobs] == ["FAILED", "FINISHED"]  # the sweep went on to job 1
+    reason = jobs[0].data.tags["repro.end_reason"]
+    assert "training diverged" in reason
+    summary = result.stdout.split("Sweep summary (2 jobs", 1)[1].splitlines()
+    assert (
+        [line for line in summary if line.startswith("  FAILED")]
+        == [line for line in summary if line.endswith(f"{jobs[0].info.run_name}: {reason}")]
+        != []
+    )  # the failed job, with its one-line reason
+    assert jobs[0].data.metrics["energy_total_j"] > 0  # what it measured before it failed is kept
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Path:
+    """A 16 MiB tmpfs for a test to fill; skipped where tmpfs cannot be mounted (needs root)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'}); needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _fill(folder: Path) -> Path:
+    """Write a file into `folder` until its filesystem is full; returns the file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError as error:
+        assert error.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_the_mlflow_database_on_a_full_disk_spools_the_run_and_one_command_imports_it(
+    compose_config, small_tmpfs, tmp_path, monkeypatch, capfd
+):
+    db = small_tmpfs / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    filled: list[Path] = []
+    real_on_epoch_end = train._EpochRecorder.on_epoch_end
+
+    def _fill_after_the_run_started(self: train._EpochRecorder, record: loop.EpochRecord) -> None:
+        if not filled:
+            filled.append(_fill(small_tmpfs))  # the disk fills mid-run: the first epoch cannot be recorded
+        real_on_epoch_end(self, record)
+
+    monkeypatch.setattr(train._EpochRecorder, "on_epoch_end", _fill_after_the_run_started)
+    output_dir = tmp_path / "job"
+    with pytest.raises(OSError):
+        run(
+            compose_config(f"tracking.uri={uri}", "tracking.flush_timeout_s=3"),
+            JobContext(output_dir=output_dir),
+        )
+    out, err = capfd.readouterr()
+    assert "Traceback" not in err + out
+    spool_file = output_dir / "mlflow_spool.jsonl"
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: disk full: cannot write {db} (") and "MB free)" in line, line
+    assert line.endswith(f"import them with: python -m repro.spool {spool_file}"), line
+    assert spool_file.is_file()  # nothing lost: the run's records are in its folder
+
+    filled[0].unlink()  # space is freed
+    command = line.split("import them with: ", 1)[1].split()
+    imported = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, check=False)
+    assert imported.returncode == 0, imported.stderr[-2000:]
+
+    (recorded,) = runs(uri)
+    assert recorded.info.status == "FINISHED"  # training completed; its record is whole now
+    assert recorded.data.tags["repro.end_reason"] == "completed"
+    trained = int(recorded.data.metrics["trained_epochs"])
+    assert trained == 2
+    assert epoch_values(uri, recorded.info.run_id, "train_loss") == [0, 1]
+    assert recorded.data.metrics["energy_total_j"] > 0
+
+
+def test_codecarbon_unable_to_write_its_csv_stops_the_job_before_training_in_one_line(
+    smoke_overrides, tracking_uri, tmp_path, fault_env
+):
+    """Its file is written from the start, so a job whose energy file cannot be written never trains."""
+    run_dir = tmp_path / "run"
+    (run_dir / "energy" / "emissions.csv").mkdir(parents=True)  # a folder where CodeCarbon writes its file
+    result = run_cli(*smoke_overrides, f"hydra.run.dir={run_dir}", env=fault_env)
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert "emissions.csv" in errors[0] and "codecarbon" in errors[0]
+    assert result.returncode == 2
+    (recorded,) = runs(tracking_uri)
+    assert recorded.info.status == "FAILED"  # never FINISHED in silence
+    assert "emissions.csv" in recorded.data.tags["repro.end_reason"]
+    assert recorded.data.metrics.get("trained_epochs", 0) == 0  # nothing trained unmeasured
