@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 from repro import names, reconcile
 from repro.config import Config
 from repro.errors import UserError, exit_on_user_error
+from repro.hydra_adapter import job_exception
 from repro.spool import SPOOL_FILE, RunSpool
 
 log = logging.getLogger(__name__)
@@ -294,6 +295,11 @@ class SweepCallback(Callback):
         self._heartbeat: RunSpool | None = None  # the parent run's heartbeat, while the sweep runs
         self._all_ok = True  # what `finish` found, for a second call (the entry point closes every sweep)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Launchers that pickle each job (submitit, SLURM) take the callbacks along; the heartbeat's
+        thread and lock stay with the sweep's own process."""
+        return {**self.__dict__, "_heartbeat": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         with exit_on_user_error():  # one line and exit 2, before the launcher starts any job
@@ -322,10 +328,8 @@ class SweepCallback(Callback):
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         """Remember a job that failed, so the summary shows it even if it failed before its run started."""
-        from hydra.core.utils import JobStatus
-
-        if job_return.status == JobStatus.FAILED:
-            error = job_return._return_value  # the exception; `.return_value` would re-raise it
+        error = job_exception(job_return)
+        if error is not None:
             first_line = (str(error).splitlines() or [""])[0][:300]
             job_num = str(config.hydra.job.num)
             overrides = " ".join(job_return.overrides or [])
