@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,23 @@ def _private_measurement_lock(tmp_path_factory: pytest.TempPathFactory) -> None:
     them fail with "another measured job is running". Subprocesses inherit the variable.
     """
     os.environ["REPRO_LOCK_DIR"] = str(tmp_path_factory.mktemp("lock"))
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Undo the logging set-up of a job run in-process (Hydra's job logging adds stream handlers).
+
+    Such a handler keeps the stream pytest captured for that test; once pytest closes it, a later
+    test's log line fails with "I/O operation on closed file" on stderr.
+    """
+    loggers = [logging.getLogger(), *(item for item in logging.Logger.manager.loggerDict.values()
+                                     if isinstance(item, logging.Logger))]
+    saved = {logger: (list(logger.handlers), logger.level, logger.propagate) for logger in loggers}
+    yield
+    for logger, (handlers, level, propagate) in saved.items():
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")
