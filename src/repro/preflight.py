@@ -8,7 +8,6 @@ becomes one `UserError` line (exit code 2).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import itertools
@@ -26,6 +25,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from repro.config import Config, job_config
 from repro.errors import UserError
+from repro.hydra_adapter import command_line
 
 #: Launchers that run jobs on other machines; hardware is validated there, not here.
 _REMOTE_LAUNCHER_MARKERS = ("submitit", "slurm")
@@ -33,7 +33,7 @@ _REMOTE_LAUNCHER_MARKERS = ("submitit", "slurm")
 
 def preflight(argv: list[str], conf_dir: Path) -> None:
     """Compose and validate every job that `argv` asks for; raise `UserError` on the first problem."""
-    args = hydra_command_line(argv)
+    args = command_line(argv)
     if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion:
         return  # Hydra only prints something; nothing will train
     if args.config_dir or args.config_path or args.config_name:
@@ -49,19 +49,6 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
                 marker in str(cfg.hydra.launcher.get("_target_", "")) for marker in _REMOTE_LAUNCHER_MARKERS
             )
             validate_job(_job(cfg), check_hardware=not remote, already_checked=checked)
-
-
-def hydra_command_line(argv: list[str]) -> argparse.Namespace:
-    """Hydra's reading of a command line: its flags (`-m`, `--cfg`, ...) and the overrides.
-
-    The one use of a private Hydra member in repro: Hydra has no public parser for its command line,
-    and a copy of its flags would drift from the installed Hydra. `tests/test_preflight_hydra.py` fails
-    when a Hydra release changes it (hence `hydra-core<1.4` in pyproject.toml).
-    """
-    from hydra._internal.utils import get_args_parser
-
-    args, _unknown = get_args_parser().parse_known_args(argv)
-    return args
 
 
 def _sweep_jobs(overrides: list[Override]) -> list[list[str]]:

@@ -28,6 +28,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from repro.errors import UserError, exit_on_user_error
+from repro.hydra_adapter import job_exception
 
 log = logging.getLogger(__name__)
 
@@ -283,9 +284,8 @@ class ProfileSlurmLauncher(Launcher):
             last_line = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             return _failed(job, f"{last_line}; see {_log_of(job)}")
         if result.status != JobStatus.COMPLETED:
-            return _failed(
-                job, f"{type(result._return_value).__name__}: {result._return_value}; see {_log_of(job)}"
-            )
+            error = job_exception(result)
+            return _failed(job, f"{type(error).__name__}: {error}; see {_log_of(job)}")
         return result
 
     def _report(self, jobs: list[_Job]) -> None:
@@ -300,22 +300,20 @@ class ProfileSlurmLauncher(Launcher):
         failed = [job for job in jobs if not job.ok]
         if failed:
             names = ", ".join(f"#{job.num}" for job in failed)
-            first = failed[0].result._return_value  # type: ignore[union-attr]
+            first = job_exception(failed[0].result)  # type: ignore[arg-type]
             error = SweepJobsFailed(
                 f"{len(failed)} of {len(jobs)} SLURM jobs failed ({names}); first: {first}"
             )
             for job in failed:
-                job.result._return_value = error  # type: ignore[union-attr]
+                job.result.return_value = error  # type: ignore[union-attr]
 
 
 def _failed(job: _Job, reason: str) -> JobReturn:
-    return JobReturn(
-        overrides=job.overrides,
-        status=JobStatus.FAILED,
-        _return_value=SweepJobsFailed(
-            f"job #{job.num} ({' '.join(filter_overrides(job.overrides))}) failed: {reason}"
-        ),
+    failed = JobReturn(overrides=job.overrides, status=JobStatus.FAILED)
+    failed.return_value = SweepJobsFailed(
+        f"job #{job.num} ({' '.join(filter_overrides(job.overrides))}) failed: {reason}"
     )
+    return failed
 
 
 def _log_of(job: _Job) -> str:
