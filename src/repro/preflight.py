@@ -45,10 +45,13 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
         checked: set[str] = set()
         for overrides in jobs:
             cfg = _compose(overrides)
-            remote = any(
-                marker in str(cfg.hydra.launcher.get("_target_", "")) for marker in _REMOTE_LAUNCHER_MARKERS
-            )
-            validate_job(_job(cfg), check_hardware=not remote, already_checked=checked)
+            here = not runs_elsewhere(cfg.hydra.launcher)
+            validate_job(_job(cfg), check_hardware=here, already_checked=checked)
+
+
+def runs_elsewhere(launcher: DictConfig) -> bool:
+    """Whether Hydra's launcher runs each job in a process of its own (submitit, SLURM), not this one."""
+    return any(marker in str(launcher.get("_target_", "")) for marker in _REMOTE_LAUNCHER_MARKERS)
 
 
 def _sweep_jobs(overrides: list[Override]) -> list[list[str]]:

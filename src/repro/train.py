@@ -39,7 +39,7 @@ from repro.energy.projection import EnergyProjection
 from repro.environments import resolve_device
 from repro.errors import UserError, exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
-from repro.preflight import preflight, validate_job
+from repro.preflight import preflight, runs_elsewhere, validate_job
 from repro.spool import SPOOL_FILE, RunSpool
 from repro.threads import resolve_threads, use_threads
 
@@ -420,6 +420,8 @@ def _hydra_entry(cfg: DictConfig) -> float:
         except Exception as error:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise  # Hydra prints the traceback at the sweep's end
+            if runs_elsewhere(hydra_cfg.launcher):
+                raise  # the job's own process: its launcher reports the failure to the sweep
             # The job's run is FAILED with its reason; the sweep goes on with its other jobs, as a SLURM
             # array would: one bad configuration should not cost a campaign the rest of its measurements,
             # and `resume=true` reruns only what failed. The summary lists it; the exit code is 1.
