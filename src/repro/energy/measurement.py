@@ -24,6 +24,12 @@ class Method:
     estimate: bool
 
 
+#: The hardware readings that several meters report: declare these, so that each means one thing.
+RAPL = Method("rapl", rank=10, estimate=False)  # the CPU's (and DRAM's) energy counters
+NVML_COUNTER = Method("nvml-counter", rank=20, estimate=False)  # the GPU's total-energy counter (Volta+)
+NVML_SAMPLED = Method("nvml-sampled", rank=30, estimate=False)  # GPU power sampled and integrated
+
+
 #: Every method a registered meter may report, by name (filled by `register_methods`).
 _METHODS: dict[str, Method] = {}
 

@@ -7,7 +7,11 @@ from repro.energy.registry import get_spec
 
 
 def main() -> None:
-    for name, reason in availability().items():
+    import torch
+
+    # What a job with gpu=auto would train on here, so that a GPU meter says whether there is a GPU.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for name, reason in availability(device).items():
         methods = ", ".join(method.name for method in get_spec(name).methods)
         state = "available" if reason is None else f"unavailable: {reason}"
         print(f"{name:<12} {state}  (methods: {methods})")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.config import EnergyConfig
-from repro.energy.measurement import Measurement, Method
+from repro.energy.measurement import NVML_COUNTER, NVML_SAMPLED, RAPL, Measurement, Method
 from repro.energy.nvml import nvml_index
 from repro.energy.registry import MarkingMeter, MeterContext, register_meter
 from repro.errors import UserError
@@ -169,9 +169,9 @@ def _codecarbon_errors() -> Iterator[list[BaseException]]:
 @register_meter(
     "codecarbon",
     methods=[
-        Method("rapl", rank=10, estimate=False),
-        Method("nvml-counter", rank=20, estimate=False),
-        Method("nvml-sampled", rank=30, estimate=False),
+        RAPL,
+        NVML_COUNTER,
+        NVML_SAMPLED,
         Method("tdp-load-estimate", rank=40, estimate=True),
         Method("constant-estimate", rank=50, estimate=True),
     ],

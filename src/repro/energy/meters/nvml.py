@@ -10,7 +10,7 @@ import torch
 
 from repro.config import EnergyConfig
 from repro.energy import nvml
-from repro.energy.measurement import Measurement, Method
+from repro.energy.measurement import NVML_COUNTER, NVML_SAMPLED, Measurement
 from repro.energy.nvml import GpuSource, PowerSampler, span_measurement
 from repro.energy.registry import MarkingMeter, MeterContext, register_meter
 
@@ -18,8 +18,8 @@ from repro.energy.registry import MarkingMeter, MeterContext, register_meter
 @register_meter(
     "nvml",
     methods=[
-        Method("nvml-counter", rank=20, estimate=False),
-        Method("nvml-sampled", rank=30, estimate=False),
+        NVML_COUNTER,
+        NVML_SAMPLED,
     ],
     aliases={"nvml-if-gpu": "nvml-if-available"},
 )
@@ -60,7 +60,7 @@ class NvmlMeter(MarkingMeter):
     @classmethod
     def unavailable(cls, device: torch.device | None) -> str | None:
         if device is not None and device.type != "cuda":
-            return f"the job trains on {device.type}, not an NVIDIA GPU"
+            return f"the training device is the {device.type.upper()}, not an NVIDIA GPU"
         return None  # whether NVML answers is known only when it starts
 
     def _start(self) -> None:

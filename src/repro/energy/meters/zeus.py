@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from repro.config import EnergyConfig
-from repro.energy.measurement import Measurement, Method
+from repro.energy.measurement import NVML_COUNTER, NVML_SAMPLED, RAPL, Measurement
 from repro.energy.registry import Meter, MeterContext, register_meter
 from repro.errors import UserError
 
@@ -46,9 +46,9 @@ def rapl_readable() -> bool:
 @register_meter(
     "zeus",
     methods=[
-        Method("rapl", rank=10, estimate=False),
-        Method("nvml-counter", rank=20, estimate=False),
-        Method("nvml-sampled", rank=30, estimate=False),
+        RAPL,
+        NVML_COUNTER,
+        NVML_SAMPLED,
     ],
 )
 class ZeusMonitorMeter(Meter):
