@@ -11,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from repro.errors import UserError, exit_on_user_error
-from repro.stats.config import register
+from repro.stats.config import ART_SUMS_OF_SQUARES, register
 
 log = logging.getLogger("repro.paper")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +46,8 @@ def run(cfg: DictConfig) -> list[Path]:
         raise UserError(f"source={cfg.source} is not known; use one of {', '.join(_SOURCES)}")
     if cfg.min_group_size < 2:
         raise UserError(f"min_group_size={cfg.min_group_size} is too small; use 3 or more")
+    if cfg.art_sums_of_squares not in ART_SUMS_OF_SQUARES:
+        raise UserError(f"art_sums_of_squares={cfg.art_sums_of_squares} is not known; use II or III")
     log.info("[1/4] reading runs (source=%s)", cfg.source)
     if cfg.source == "published":
         table = load_published(_path(cfg.published_path), _path(cfg.exclusions_path))
@@ -62,7 +64,14 @@ def run(cfg: DictConfig) -> list[Path]:
         len(table.excluded),
         table.parent_runs,
     )
-    results = analyse(table.runs, cfg.environment, cfg.architecture, cfg.min_group_size, cfg.f1_floor)
+    results = analyse(
+        table.runs,
+        cfg.environment,
+        cfg.architecture,
+        cfg.min_group_size,
+        cfg.f1_floor,
+        art_sums_of_squares=cfg.art_sums_of_squares,
+    )
     tables_dir, figures_dir = _output_dirs(cfg)
     log.info("[3/4] writing tables to %s", tables_dir)
     written = [path for t in study_tables(table, results) for path in t.write(tables_dir)]

@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from repro.errors import UserError, exit_on_user_error
-from repro.stats.config import register
+from repro.stats.config import ART_SUMS_OF_SQUARES, register
 
 log = logging.getLogger("repro.report")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -210,7 +210,14 @@ def render(cfg: DictConfig) -> str:
         table = load_mlflow(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.parent_run_id)
     table = apply_outlier_policy(table, cfg.outlier_policy)
     log.info("[2/3] analysing %d runs (%d left out)", len(table.runs), len(table.excluded))
-    results = analyse(table.runs, cfg.environment, cfg.architecture, cfg.min_group_size, cfg.f1_floor)
+    results = analyse(
+        table.runs,
+        cfg.environment,
+        cfg.architecture,
+        cfg.min_group_size,
+        cfg.f1_floor,
+        art_sums_of_squares=cfg.art_sums_of_squares,
+    )
     tables = {t.name: _html_table(t) for t in study_tables(table, results)}
     tables["t7_interaction"] = _html_table(interaction_table(results))
     log.info("[3/3] drawing the figures and writing the page")
@@ -252,6 +259,8 @@ def run(cfg: DictConfig) -> Path:
         raise UserError("source=mlflow needs mlflow.experiment=NAME (the experiment your runs went to)")
     if cfg.min_group_size < 2:
         raise UserError(f"min_group_size={cfg.min_group_size} is too small; use 3 or more")
+    if cfg.art_sums_of_squares not in ART_SUMS_OF_SQUARES:
+        raise UserError(f"art_sums_of_squares={cfg.art_sums_of_squares} is not known; use II or III")
     path = output_path(cfg)
     _check_writable(path)
     log.info("[1/3] reading runs (source=%s)", cfg.source)

@@ -83,6 +83,8 @@ def test_bad_parameters_are_user_errors(tmp_path: Path) -> None:
         run(_config(tmp_path, "source=mlflow"))
     with pytest.raises(UserError, match="does not exist"):
         run(_config(tmp_path, f"published_path={tmp_path / 'none.parquet'}"))
+    with pytest.raises(UserError, match="art_sums_of_squares=IV is not known; use II or III"):
+        run(_config(tmp_path, "art_sums_of_squares=IV"))
 
 
 def test_cli_exits_2_with_one_line(tmp_path: Path) -> None:

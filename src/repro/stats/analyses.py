@@ -315,6 +315,7 @@ def analyse(
     architecture: str | None = None,
     min_group_size: int = 3,
     f1_floor: float = 0.5,
+    art_sums_of_squares: str = "II",
 ) -> StudyResults:
     """Run every analysis of the study on a tidy runs table.
 
@@ -325,6 +326,7 @@ def analyse(
         architecture: RQ2's architecture; None for the study's (MobileNet V2) or the one in most environments.
         min_group_size: smallest group that a test takes.
         f1_floor: the trade-off ignores runs with a lower F1.
+        art_sums_of_squares: T7's ART sums of squares, "II" (as its ANOVA and SRH) or "III" (ARTool's).
     """
     if runs.empty:
         raise UserError("no runs left to analyse; check the source and the outlier policy")
@@ -375,5 +377,11 @@ def analyse(
         improvements=tuple(found),
         reductions=matrix,
         notes=tuple(notes),
-        interaction=interaction(runs, environments, architectures, min_cell=min_group_size),
+        interaction=interaction(
+            runs,
+            environments,
+            architectures,
+            min_cell=min_group_size,
+            art_sums_of_squares=art_sums_of_squares,
+        ),
     )

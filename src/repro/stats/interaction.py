@@ -7,9 +7,12 @@ environment of the sub-design):
 - the aligned rank transform ANOVA (ART; Wobbrock, Findlater, Gergle and Higgins, CHI 2011);
 - the Scheirer-Ray-Hare test (Sokal and Rohlf, *Biometry*, 1995), a two-way Kruskal-Wallis.
 
-No maintained Python library offers ART (it lives in R's ARTool), so the alignment is written here:
-for each effect, the response is reduced to its residual plus that one effect's estimate, ranked,
-and the full factorial model is fitted to the ranks; only the aligned effect's row is read.
+No maintained Python library offers ART (it lives in R's ARTool, Kay and Wobbrock), so it is written
+here as ARTool computes it: for each effect, the response is reduced to its residual plus that one
+effect's estimate, rounded to 8 decimals (so values equal in exact arithmetic tie), given mid-ranks,
+and the full factorial model is fitted to the ranks; only the aligned effect's row is read. ARTool
+reads Type III sums of squares with sum-to-zero contrasts; `art_anova` offers those and Type II (the
+other two analyses' sums), which agree on a balanced design. T7 prints Type II, and says so.
 Shapiro-Wilk on the ANOVA residuals and Levene (median-centred) across the cells say whether the
 parametric ANOVA's assumptions hold.
 """
@@ -49,6 +52,7 @@ class SubDesign:
         anova, art, srh: one `EffectRow` per effect in `EFFECTS` order.
         shapiro_w, shapiro_p: Shapiro-Wilk on the parametric ANOVA's residuals.
         levene_p: Levene's test (median-centred) of equal variances across the cells.
+        art_sums_of_squares: the sums of squares ART read, "II" or "III" (see `art_anova`).
     """
 
     architectures: tuple[str, ...]
@@ -61,6 +65,7 @@ class SubDesign:
     shapiro_w: float
     shapiro_p: float
     levene_p: float
+    art_sums_of_squares: str = "II"
 
     @property
     def assumptions_hold(self) -> bool:
@@ -139,6 +144,34 @@ def _type2(y: np.ndarray, a: pd.Series, b: pd.Series) -> tuple[dict[str, tuple[f
     )
 
 
+def _type3(y: np.ndarray, a: pd.Series, b: pd.Series) -> tuple[dict[str, tuple[float, int]], float, int]:
+    """Type III sums of squares of A, B and A:B with sum-to-zero contrasts, as ARTool's `anova()` reads them.
+
+    Type III: each effect's columns dropped from the full model, the others kept (car::Anova(type=3)
+    with `contr.sum`). Only meaningful with sum-to-zero coding, which `_design_matrix` uses.
+    """
+    m = _design_matrix(a, b)
+    rss_full = _rss(y, m["1"], m["A"], m["B"], m["AB"])
+    x_full = np.column_stack([m["1"], m["A"], m["B"], m["AB"]])
+    df_resid = len(y) - np.linalg.matrix_rank(x_full)
+    return (
+        {
+            "architecture": (_rss(y, m["1"], m["B"], m["AB"]) - rss_full, m["A"].shape[1]),
+            "environment": (_rss(y, m["1"], m["A"], m["AB"]) - rss_full, m["B"].shape[1]),
+            "architecture:environment": (_rss(y, m["1"], m["A"], m["B"]) - rss_full, m["AB"].shape[1]),
+        },
+        rss_full,
+        int(df_resid),
+    )
+
+
+#: The sums of squares `art_anova` can read: Type II (T7's, as its ANOVA and SRH) or Type III (ARTool's).
+SUMS_OF_SQUARES = {"II": _type2, "III": _type3}
+
+#: ARTool rounds aligned responses to this many decimals before ranking them.
+ARTOOL_ROUND_DECIMALS = 8
+
+
 def two_way_anova(frame: pd.DataFrame, metric: str) -> tuple[tuple[EffectRow, ...], np.ndarray]:
     """The parametric two-way ANOVA with interaction (statsmodels OLS, Type II); also returns residuals."""
     import statsmodels.formula.api as smf
@@ -189,13 +222,27 @@ def art_align(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     )
 
 
-def art_anova(frame: pd.DataFrame, metric: str) -> tuple[EffectRow, ...]:
-    """ART ANOVA: for each effect, rank its aligned response (mid-ranks) and read that effect's F test."""
+def art_ranks(aligned: np.ndarray) -> np.ndarray:
+    """Mid-ranks of aligned responses as ARTool gives them: rounded first, so floating-point noise ties.
+
+    Without the rounding, two aligned values that are equal in exact arithmetic (common: they are
+    sums and differences of cell means) rank apart by their last bit.
+    """
+    return stats.rankdata(np.round(aligned, ARTOOL_ROUND_DECIMALS))
+
+
+def art_anova(frame: pd.DataFrame, metric: str, sums_of_squares: str = "II") -> tuple[EffectRow, ...]:
+    """ART ANOVA: for each effect, rank its aligned response as ARTool does and read that effect's F test.
+
+    Args:
+        sums_of_squares: "II" (T7's) or "III" with sum-to-zero contrasts (ARTool's default).
+    """
+    type_of_sums = SUMS_OF_SQUARES[sums_of_squares]
     aligned = art_align(frame, metric)
     rows = []
     for effect in EFFECTS:
-        ranks = stats.rankdata(aligned[effect].to_numpy())
-        sums, ss_resid, df_resid = _type2(ranks, frame["architecture"], frame["environment"])
+        ranks = art_ranks(aligned[effect].to_numpy())
+        sums, ss_resid, df_resid = type_of_sums(ranks, frame["architecture"], frame["environment"])
         ss, df = sums[effect]
         f = (ss / df) / (ss_resid / df_resid)
         rows.append(
@@ -222,7 +269,11 @@ def scheirer_ray_hare(frame: pd.DataFrame, metric: str) -> tuple[EffectRow, ...]
 
 
 def analyse_subdesign(
-    runs: pd.DataFrame, architectures: tuple[str, ...], environments: tuple[str, ...], metric: str
+    runs: pd.DataFrame,
+    architectures: tuple[str, ...],
+    environments: tuple[str, ...],
+    metric: str,
+    art_sums_of_squares: str = "II",
 ) -> SubDesign:
     """Run the three analyses and the assumption checks on one complete sub-design."""
     frame = runs[runs["architecture"].isin(architectures) & runs["environment"].isin(environments)].dropna(
@@ -245,11 +296,12 @@ def analyse_subdesign(
         n=len(frame),
         cell_sizes={(a, e): int(sizes[a, e]) for a in architectures for e in environments},
         anova=anova,
-        art=art_anova(frame, metric),
+        art=art_anova(frame, metric, art_sums_of_squares),
         srh=scheirer_ray_hare(frame, metric),
         shapiro_w=float(shapiro.statistic),
         shapiro_p=float(shapiro.pvalue),
         levene_p=float(levene.pvalue),
+        art_sums_of_squares=art_sums_of_squares,
     )
 
 
@@ -259,9 +311,10 @@ def interaction(
     architectures: list[str],
     metric: str = "energy_j_per_image",
     min_cell: int = 3,
+    art_sums_of_squares: str = "II",
 ) -> tuple[SubDesign, ...]:
     """T7: every maximal complete sub-design of the runs, analysed; empty when the data has none."""
     return tuple(
-        analyse_subdesign(runs, archs, envs, metric)
+        analyse_subdesign(runs, archs, envs, metric, art_sums_of_squares)
         for archs, envs in complete_subdesigns(runs, environments, architectures, metric, min_cell)
     )

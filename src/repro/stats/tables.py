@@ -458,13 +458,23 @@ def subdesign_label(archs: tuple[str, ...], envs: tuple[str, ...], all_archs: tu
     return f"{arch_text} × {', '.join(envs)}"
 
 
+def _art_sums_text(results: StudyResults) -> str:
+    """Which sums of squares T7's ART column read (art_sums_of_squares), in words."""
+    kinds = {sub.art_sums_of_squares for sub in results.interaction} or {"II"}
+    if kinds == {"III"}:
+        return "Type III sums of squares with sum-to-zero contrasts (ARTool's default)"
+    return "Type II sums of squares (ARTool's default is Type III: art_sums_of_squares=III)"
+
+
 def interaction_table(results: StudyResults) -> Table:
     """T7: architecture x environment on J/image per complete sub-design: ANOVA, ART, Scheirer-Ray-Hare."""
     rows = []
     notes = [
         "Complete sub-design: every architecture in it ran in every environment in it, with 3+ runs "
         "per cell. Two-way analyses of J/image with interaction, Type II sums of squares. "
-        "ANOVA: parametric (statsmodels OLS). ART: aligned rank transform ANOVA (Wobbrock et al. 2011). "
+        "ANOVA: parametric (statsmodels OLS). ART: aligned rank transform ANOVA (Wobbrock et al. 2011), "
+        "ranked as ARTool ranks (aligned values rounded to 8 decimals), "
+        f"{_art_sums_text(results)}. "
         "SRH: Scheirer-Ray-Hare, H referred to χ². "
         "Partial η² = SS_effect / (SS_effect + SS_residual), of the values (ANOVA), the aligned ranks "
         "(ART) or the ranks (SRH).",
