@@ -13,8 +13,9 @@ from tests.stores import first_sweep_store
 from tests.support import REPO_ROOT, run_cli
 
 from repro.errors import UserError
-from repro.report import headline_caveat, run
+from repro.report import headline_caveat, run, unavailable
 from repro.stats.analyses import analyse
+from repro.stats.runs import RunsTable
 
 
 def _config(*overrides: str) -> DictConfig:
@@ -119,3 +120,23 @@ def test_the_caveat_counts_the_seeds_the_smaller_group_lacks() -> None:
         "line) to test the difference below; until then it may be noise."
     )
     assert headline_caveat(results, 2) is None
+
+
+def test_one_job_leaves_every_comparison_as_one_line() -> None:
+    runs = pd.DataFrame(
+        {"environment": ["cpu"], "architecture": ["mobilenet_v2"], "run": ["1"], "energy_j_per_image": [2.7],
+         "gpu_usage_pct": [np.nan], "duration_ms_per_image": [97.0], "f1": [0.6], "accuracy": [0.55],
+         "gflops": [0.004], "params_m": [0.7], "gpu_name": ["cpu"], "power_limit_w": [np.nan]}
+    )  # fmt: skip
+    excluded = pd.DataFrame(columns=["environment", "architecture", "run", "reason"])
+    table = RunsTable(runs, excluded, "whole machine", "a test", parent_runs=1)
+    lines = unavailable(table, analyse(runs), min_group_size=3, f1_floor=0.5)
+    assert sorted(lines) == [
+        "correlations", "excluded", "gpu_usage", "improvements", "interaction", "rq1", "rq2"
+    ]  # fmt: skip
+    assert lines["rq1"] == (
+        "RQ1 compares architectures trained in one environment, and cpu has one (MobileNet V2): train a "
+        "second model there to compare them."
+    )
+    assert lines["excluded"] == "No run left out. 1 sweep parent run(s) skipped (not training runs)."
+    assert "pareto" in unavailable(table, analyse(runs, f1_floor=0.9), min_group_size=3, f1_floor=0.9)

@@ -189,7 +189,8 @@ def headline_caveat(results: object, min_group_size: int) -> str | None:
 def unavailable(table: object, results: object, min_group_size: int, f1_floor: float) -> dict[str, str]:
     """The parts of the report that these runs cannot fill, each with the one line shown instead.
 
-    Keys: rq1, rq1_tests, correlations, rq2, rq2_tests, gpu_usage, pareto, interaction, excluded.
+    Keys: rq1, rq1_tests, correlations, rq2, rq2_tests, gpu_usage, pareto, improvements, interaction,
+    excluded.
     """
     from repro.stats.tables import arch_label
 
@@ -220,6 +221,8 @@ def unavailable(table: object, results: object, min_group_size: int, f1_floor: f
         lines["gpu_usage"] = "No run recorded GPU usage (gpu_usage_pct), so there is no chart of it."
     if results.pareto["all"].empty:
         lines["pareto"] = f"No run reached F1 ≥ {f1_floor:g} (f1_floor), so there is no energy-F1 front."
+    if not results.improvements:
+        lines["improvements"] = "One group (architecture and environment) only: no reduction to compare."
     if len(results.environments) < 2 or len(results.architectures) < 2:
         lines["interaction"] = (
             "The interaction needs two architectures each trained in the same two environments; these "
