@@ -1,8 +1,8 @@
-"""In a real browser (headless Chromium): the committed report, and the MLflow UI on a finished sweep.
+"""In a real browser (headless Chromium): the reports (the committed one, a first sweep's), and the MLflow UI.
 
 Driven by the `playwright` package against Debian's `chromium` (no browser download). Screenshots are
-saved under test-artifacts/ (report.png, mlflow_runs.png). Without Chromium or playwright the tests
-skip with the reason; with REPRO_REQUIRE_BROWSER=1 (set by .ci/run) they fail instead.
+saved under test-artifacts/ (report.png, report_first_sweep.png, mlflow_runs.png). Without Chromium or
+playwright the tests skip with the reason; with REPRO_REQUIRE_BROWSER=1 (set by .ci/run) they fail instead.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from tests.support import REPO_ROOT, cli
+from tests.test_report import first_sweep_report
 
 from repro.ui_url import runs_page_url
 
@@ -74,9 +75,52 @@ def test_committed_report_loads_whole_in_chromium(browser) -> None:
     widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
     assert len(widths) == 8 and all(width > 0 for width in widths), widths
     assert "81.39%" in page.locator(".headline").inner_text()
+    assert page.locator(".caveat").count() == 0  # 25+ runs per group: nothing to qualify
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # T7 scrolls inside
     assert errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+    page.close()
+
+
+#: True when the page is no wider than the window and every table fits its box without scrolling.
+_FITS = """() => document.documentElement.scrollWidth <= window.innerWidth
+    && [...document.querySelectorAll('.scroll')].every(box => box.scrollWidth <= box.clientWidth)"""
+
+
+def test_a_first_sweeps_report_says_first_that_it_cannot_test_yet(browser, tmp_path: Path) -> None:
+    """`make run`'s store (two jobs, one run per group): the caveat, above the untested reduction."""
+    report = tmp_path / "report.html"
+    report.write_text(first_sweep_report(tmp_path), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(report.as_uri(), wait_until="load")
+    caveat, claim = page.locator(".caveat"), page.locator(".headline")
+    assert caveat.is_visible() and claim.is_visible()
+    text = caveat.inner_text()
+    assert text.startswith("Too few runs for a test:")
+    assert "a test needs at least 3 runs per group. Train 2 more seeds of each" in text
+    assert caveat.bounding_box()["y"] < claim.bounding_box()["y"]  # read before the reduction it qualifies
+    widths = page.eval_on_selector_all("img", "images => images.map(i => i.naturalWidth)")
+    assert len(widths) == 5 and all(width > 0 for width in widths), widths
+    assert page.evaluate(_FITS)
+    assert errors == []
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "report_first_sweep.png"), full_page=True)
+    page.close()
+
+
+def test_a_table_with_long_reasons_wraps_inside_the_page(browser, tmp_path: Path) -> None:
+    """Three seeds: the tests run, and T3a's "Skipped" reason for GPU usage wraps instead of running off."""
+    report = tmp_path / "report.html"
+    report.write_text(first_sweep_report(tmp_path, seeds=3), encoding="utf-8")
+    page = browser.new_page(viewport={"width": 1024, "height": 900})
+    page.goto(report.as_uri(), wait_until="load")
+    assert page.locator(".caveat").count() == 0
+    reason = page.locator("#t3a_rq1_omnibus").get_by_text("fewer than 2 groups with 3+ runs; no test")
+    assert reason.is_visible()
+    assert page.evaluate(_FITS)
     page.close()
 
 

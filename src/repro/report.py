@@ -4,6 +4,10 @@ The page holds the design, the headline reduction, each research question's figu
 that back them (each with a one-line reading generated from the numbers), the architecture x
 environment interaction, the excluded runs and how the energy was measured. Figures are embedded as
 base64 PNGs, so the file opens offline; the same input gives the same bytes.
+
+It leads with what the runs can support: when the headline's groups are too small for a test, a caveat
+above it says so and how many more seeds would allow one, and a part that the runs cannot fill (RQ2 with
+one environment, tests of one run per group) is one line instead of empty charts and tables.
 """
 
 from __future__ import annotations
@@ -155,6 +159,94 @@ def headline(results: object) -> str | None:
     )
 
 
+def headline_caveat(results: object, min_group_size: int) -> str | None:
+    """What the headline cannot claim: its two groups are too small for a test, and how many seeds would do.
+
+    None when both groups have `min_group_size` runs or more (or there is no headline).
+    """
+    from repro.stats.tables import arch_label
+
+    largest = next((i for i in results.improvements if i.kind == "largest"), None)
+    if largest is None:
+        return None
+    sizes = [int(results.medians.loc[[pair], "n"].iat[0]) for pair in (largest.from_pair, largest.to_pair)]
+    fewest = min(sizes)
+    if fewest >= min_group_size:
+        return None
+    pairs = list(zip((largest.to_pair, largest.from_pair), reversed(sizes), strict=True))
+    groups = " and ".join(f"{arch_label(arch)} on {env} has {_runs(n)}" for (arch, env), n in pairs)
+    short = [f"{arch_label(arch)} on {env}" for (arch, env), n in pairs if n < min_group_size]
+    more = min_group_size - fewest
+    seeds = ",".join(str(seed) for seed in range(fewest, min_group_size))
+    return (
+        f"Too few runs for a test: {groups}, and a test needs at least {min_group_size} runs per group. "
+        f"Train {more} more seed{'s' if more > 1 else ''} of {'each' if len(short) == 2 else short[0]} "
+        f"(for example, add seed={seeds} to the sweep's command line) to test the difference below; until "
+        "then it may be noise."
+    )
+
+
+def unavailable(table: object, results: object, min_group_size: int, f1_floor: float) -> dict[str, str]:
+    """The parts of the report that these runs cannot fill, each with the one line shown instead.
+
+    Keys: rq1, rq1_tests, correlations, rq2, rq2_tests, gpu_usage, pareto, improvements, interaction,
+    excluded.
+    """
+    from repro.stats.tables import arch_label
+
+    runs, lines = table.runs, {}
+    env, arch = results.environment, results.architecture
+    in_env = runs.loc[runs["environment"] == env, "architecture"].value_counts()
+    if len(in_env) < 2:
+        lines["rq1"] = (
+            f"RQ1 compares architectures trained in one environment, and {env} has one "
+            f"({arch_label(in_env.index[0])}): train a second model there to compare them."
+        )
+    elif all(c.kruskal is None for c in results.rq1):
+        lines["rq1_tests"] = _untested("architecture", env, in_env, min_group_size, arch_label)
+    if all(c.result is None for c in results.correlations):
+        lines["correlations"] = (
+            "No Spearman correlation: each needs at least 3 runs with both values in one environment."
+        )
+    for_arch = runs.loc[runs["architecture"] == arch, "environment"].value_counts()
+    if len(for_arch) < 2:
+        lines["rq2"] = (
+            f"RQ2 compares the environments that one architecture was trained in, and {arch_label(arch)} "
+            f"ran in one ({for_arch.index[0]}): train it in a second environment (another machine or "
+            "gpu= profile) to compare them."
+        )
+    elif all(c.kruskal is None for c in results.rq2):
+        lines["rq2_tests"] = _untested("environment", arch_label(arch), for_arch, min_group_size, str)
+    if runs["gpu_usage_pct"].isna().all():
+        lines["gpu_usage"] = "No run recorded GPU usage (gpu_usage_pct), so there is no chart of it."
+    if results.pareto["all"].empty:
+        lines["pareto"] = f"No run reached F1 ≥ {f1_floor:g} (f1_floor), so there is no energy-F1 front."
+    if not results.improvements:
+        lines["improvements"] = "One group (architecture and environment) only: no reduction to compare."
+    if len(results.environments) < 2 or len(results.architectures) < 2:
+        lines["interaction"] = (
+            "The interaction needs two architectures each trained in the same two environments; these "
+            f"runs have {len(results.architectures)} architecture(s) in {len(results.environments)} "
+            "environment(s)."
+        )
+    if table.excluded.empty:
+        parents = f" {table.parent_runs} sweep parent run(s) skipped (not training runs)."
+        lines["excluded"] = "No run left out." + (parents if table.parent_runs else "")
+    return lines
+
+
+def _untested(factor: str, within: str, counts: object, min_group_size: int, label: object) -> str:
+    sizes = ", ".join(f"{label(name)} {_runs(n)}" for name, n in counts.items())
+    return (
+        f"Not tested: a test needs at least {min_group_size} runs per {factor} within {within}, and "
+        f"there are {sizes}. The figures above describe these runs; they cannot tell a difference from noise."
+    )
+
+
+def _runs(n: int) -> str:
+    return f"{n} run{'' if n == 1 else 's'}"
+
+
 def _html_table(table: object) -> HtmlTable:
     rows = [[c.show(row[c.key]) for c in table.columns] for _, row in table.frame.iterrows()]
     return HtmlTable(table.name, table.title, [c.header for c in table.columns], rows, list(table.notes))
@@ -233,11 +325,14 @@ def render(cfg: DictConfig) -> str:
         n_runs=len(table.runs),
         n_excluded=len(table.excluded),
         headline=headline(results),
+        headline_caveat=headline_caveat(results, cfg.min_group_size),
+        unavailable=unavailable(table, results, cfg.min_group_size, cfg.f1_floor),
         rq1_environment=results.environment,
         rq2_architecture=_arch(results.architecture),
         rq1_readings=[omnibus_reading(c, "architectures") for c in results.rq1],
         rq2_readings=[omnibus_reading(c, "environments") for c in results.rq2],
         interaction_readings=interaction_readings(results),
+        interaction_tested=bool(results.interaction),
         tables=tables,
         figures=_figures(table.runs, results, cfg.f1_floor),
         measurement=_measurement(cfg, table),

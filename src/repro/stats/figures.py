@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from repro.stats.analyses import StudyResults  # noqa: E402
 from repro.stats.tables import METRIC_LABELS, arch_label  # noqa: E402
@@ -23,15 +25,77 @@ _DPI = 150
 
 
 def save(figure: plt.Figure, folder: Path, name: str) -> list[Path]:
-    """Save `figure` as NAME.png and NAME.pdf in `folder`, without timestamps, and close it."""
+    """Save `figure` as NAME.png and NAME.pdf in `folder`, without timestamps, and close it.
+
+    Tick labels that overlap in the PNG are thinned or turned (`fit_tick_labels`), and the PNG saved again.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
     figure.savefig(png, dpi=_DPI, metadata=_PNG_METADATA)
+    if fit_tick_labels(figure):
+        figure.savefig(png, dpi=_DPI, metadata=_PNG_METADATA)
     figure.savefig(pdf, metadata=_PDF_METADATA)
     plt.close(figure)
     return [png, pdf]
 
 
+def overlapping_tick_labels(figure: plt.Figure) -> list[tuple[str, str]]:
+    """Pairs of tick labels on the same axis that overlap, as the figure was last drawn (or saved)."""
+    return [pair for axes in figure.axes for axis in (axes.xaxis, axes.yaxis) for pair in _overlaps(axis)]
+
+
+def _overlaps(axis: Axis) -> list[tuple[str, str]]:
+    """Overlapping labels among the shown ticks of `axis`; it reads the last layout and changes nothing."""
+    renderer = axis.figure.canvas.get_renderer()
+    low, high = sorted(axis.get_view_interval())
+    labels = [
+        (tick.get_loc(), tick.label1)
+        for tick in (*axis.get_major_ticks(), *axis.get_minor_ticks())
+        if tick.label1.get_visible() and tick.label1.get_text() and low <= tick.get_loc() <= high
+    ]
+    found = []
+    for i, (loc_a, a) in enumerate(labels):
+        for loc_b, b in labels[i + 1 :]:
+            angle = np.radians(a.get_rotation())
+            if axis.axis_name == "x" and np.sin(angle) != 0:
+                # Turned labels are parallel strips a line high: apart when their gap across the strips is.
+                x_a, x_b = (axis.axes.transData.transform((loc, 0))[0] for loc in (loc_a, loc_b))
+                overlap = abs(x_a - x_b) * abs(np.sin(angle)) < renderer.points_to_pixels(a.get_fontsize())
+            else:
+                overlap = a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer))
+            if overlap:
+                found.append((a.get_text(), b.get_text()))
+    return found
+
+
+def fit_tick_labels(figure: plt.Figure) -> bool:
+    """Make overlapping tick labels of a drawn figure readable; return whether anything changed.
+
+    A log axis is labelled at 1, 2 and 5 times each power of ten in plain numbers, or at the powers of
+    ten alone if that is still too dense; category labels that still overlap turn by 45°.
+    """
+    if not overlapping_tick_labels(figure):
+        return False
+    for subs in ((1.0, 2.0, 5.0), (1.0,)):
+        for axes in figure.axes:
+            for axis in (axes.xaxis, axes.yaxis):
+                if axis.get_scale() == "log" and _overlaps(axis):
+                    axis.set_major_locator(LogLocator(subs=subs))
+                    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+                    axis.set_minor_formatter(NullFormatter())
+        figure.draw_without_rendering()
+    for axes in figure.axes:
+        if _overlaps(axes.xaxis):
+            axes.tick_params(axis="x", labelrotation=45)
+            for label in axes.get_xticklabels():
+                label.set_horizontalalignment("right")
+                label.set_rotation_mode("anchor")
+    figure.draw_without_rendering()
+    return True
+
+
+#: A group of fewer runs than this is drawn as its points, not as a box.
+_FEW_RUNS = 5
 #: A bar whose median is this many times the smallest one dwarfs the rest: the axis turns logarithmic.
 _LOG_RATIO = 10.0
 
@@ -158,13 +222,20 @@ def energy_f1_pareto(runs: pd.DataFrame, results: StudyResults, f1_floor: float)
 
 
 def energy_gflops(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
-    """Energy per image against the architecture's GFLOPs, one marker colour per environment."""
+    """Energy per image against the architecture's GFLOPs, one marker colour per environment.
+
+    The GFLOPs axis is logarithmic when they span a factor of ten or more.
+    """
     figure, axes = plt.subplots(figsize=(5, 3.6), layout="constrained")
     for env in results.environments:
         subset = runs[runs["environment"] == env]
         axes.scatter(subset["gflops"], subset["energy_j_per_image"], s=10, alpha=0.6, label=env)
-    axes.set_xscale("log")
-    axes.set_xlabel("GFLOPs (log scale)")
+    gflops = runs["gflops"][runs["gflops"] > 0]
+    if len(gflops) and gflops.max() / gflops.min() >= _LOG_RATIO:
+        axes.set_xscale("log")
+        axes.set_xlabel("GFLOPs (log scale)")
+    else:
+        axes.set_xlabel("GFLOPs")
     axes.set_ylabel(METRIC_LABELS["energy_j_per_image"])
     figure.legend(title="environment", fontsize="small", loc="outside right upper")
     axes.grid(alpha=0.3)
@@ -172,24 +243,43 @@ def energy_gflops(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
 
 
 def energy_boxes(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
-    """Box plots of energy per image per architecture, one panel per environment."""
+    """Box plots of energy per image per architecture, one panel per environment.
+
+    A group of fewer than `_FEW_RUNS` runs gets no box: its runs are drawn as points, and the axis then
+    starts at zero, so that a gap between two single runs is not blown up to fill the panel.
+    """
     envs = list(results.environments)
     width_in = max(3.6 * len(envs), 5.0)
     figure, axes = plt.subplots(
         1, len(envs), figsize=(width_in, 3.6), layout="constrained", squeeze=False, sharey=True
     )
+    few = False
     for ax, env in zip(axes[0], envs, strict=True):
         subset = runs[runs["environment"] == env]
         archs = [a for a in results.architectures if (subset["architecture"] == a).any()]
         data = [
             subset.loc[subset["architecture"] == a, "energy_j_per_image"].dropna().to_numpy() for a in archs
         ]
-        ax.boxplot(data, tick_labels=[arch_label(a) for a in archs])
+        boxed = [i for i, values in enumerate(data) if len(values) >= _FEW_RUNS]
+        if len(boxed) == len(data):
+            ax.boxplot(data, tick_labels=[arch_label(a) for a in archs])
+        else:
+            few = True
+            if boxed:
+                ax.boxplot([data[i] for i in boxed], positions=[i + 1 for i in boxed])
+            for i, values in enumerate(data):
+                if i not in boxed:
+                    ax.scatter(np.full(len(values), i + 1), values, s=16, color="C0", zorder=3)
+            ax.set_xticks(range(1, len(archs) + 1), [arch_label(a) for a in archs])
+            ax.set_xlim(0.5, len(archs) + 0.5)
         # Anchored at their right end, rotated labels stay under their box and inside the figure.
         ax.set_xticks(ax.get_xticks(), ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
         ax.set_title(env, fontsize="medium")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(METRIC_LABELS["energy_j_per_image"])
+    if few:
+        axes[0][0].set_ylim(bottom=0, top=axes[0][0].get_ylim()[1] * 1.05)
+        figure.suptitle(f"dots: single runs, for groups of fewer than {_FEW_RUNS} runs", fontsize="small")
     return figure
 
 
