@@ -8,7 +8,7 @@ alternate, round after round, so drifts in machine load hit both; the figures ar
 ratio is the median of the per-round ratios.
 
     python benchmarks/throughput.py                                  # CPU, MobileNet V2, 128 px
-    python benchmarks/throughput.py --models mobilenet_v2 resnet50 --workers 8 --gpu auto --steps 60
+    python benchmarks/throughput.py --models mobilenet_v2 resnet50 --workers 8 --gpu auto --steps 36
 
 Targets (issue 13): CPU images/s >= 0.99 x the bare loop; time to first step < 5 s, without the
 data set's decode; GPU usage >= 80 % for ResNet50 at batch 32 on a GPU.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -25,6 +26,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from repro.config import DatasetConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROBE = Path(__file__).with_name("_first_step_probe.py")
@@ -102,6 +107,49 @@ def _bare_command(args: argparse.Namespace, model: str, workdir: Path) -> list[s
     ]
 
 
+def _dataset_config(args: argparse.Namespace) -> DatasetConfig:
+    """`dataset=args.dataset` as the schema dataclass, composed from the package's configs."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from repro.config import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(overrides=[f"+dataset={args.dataset}"])
+    return OmegaConf.to_object(cfg.dataset)
+
+
+def _steps_per_epoch(args: argparse.Namespace) -> int:
+    """Optimiser steps in the repro side's one epoch (`training=quick`: the last partial batch is kept)."""
+    from repro.data import dataset_labels
+    from repro.data.split import split
+
+    dataset = _dataset_config(args)
+    train_indices, _ = split(dataset_labels(dataset).targets, dataset.val_fraction, seed=0)
+    return math.ceil(len(train_indices) / args.batch_size)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse what cannot be measured, in one line with exit code 2, before any process starts."""
+    problem = None
+    if args.rounds < 1:
+        problem = f"--rounds {args.rounds}: give at least 1"
+    elif args.skip < 0 or args.steps < args.skip + 2:
+        problem = f"--steps {args.steps} with --skip {args.skip}: images/s needs at least --skip + 2 steps"
+    else:
+        per_epoch = _steps_per_epoch(args)
+        if args.steps > per_epoch:
+            problem = (
+                f"--steps {args.steps} is more than one epoch of dataset={args.dataset} at batch size "
+                f"{args.batch_size} ({per_epoch} steps), which the repro side trains: "
+                f"give --steps {per_epoch} or fewer"
+            )
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def bare_loop(args: argparse.Namespace) -> None:
     """The bare side: the same data path and timm model, a plain loop of Adam steps, nothing else."""
     import timm  # noqa: F401  (the same imports as a plain timm script)
@@ -156,6 +204,7 @@ def main() -> None:
     if args.bare:
         bare_loop(args)
         return
+    _check_args(args)
 
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     print(f"{'model':<14} {'side':<6} {'round':>5} {'first step s':>12} {'images/s':>9} {'GPU %':>6} threads")

@@ -173,6 +173,43 @@ def test_augmentation_applies_to_the_training_set_only(tmp_path: Path) -> None:
         assert any(not torch.equal(draw, train_draws[0]) for draw in train_draws[1:]) == augment
 
 
+#: The example image of TensorFlow's API docs for `tf.image.adjust_saturation`, `adjust_hue` and
+#: `adjust_contrast` (2 x 2 pixels, RGB last), and what the docs print for each (tensorflow.org, TF 2.x).
+_TF_DOC_IMAGE = [[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [[7.0, 8.0, 9.0], [10.0, 11.0, 12.0]]]
+_TF_DOC_RESULTS = {
+    ("saturation", 0.5): [[[2.0, 2.5, 3.0], [5.0, 5.5, 6.0]], [[8.0, 8.5, 9.0], [11.0, 11.5, 12.0]]],
+    ("hue", 0.2): [[[2.4, 1.0, 3.0], [5.4, 4.0, 6.0]], [[8.4, 7.0, 9.0], [11.4, 10.0, 12.0]]],
+    ("contrast", 2.0): [[[-3.5, -2.5, -1.5], [2.5, 3.5, 4.5]], [[8.5, 9.5, 10.5], [14.5, 15.5, 16.5]]],
+}
+
+
+@pytest.mark.parametrize(("adjustment", "value"), list(_TF_DOC_RESULTS))
+def test_colour_changes_compute_what_tensorflow_documents(adjustment: str, value: float) -> None:
+    from repro.data.transforms import _brightness_and_contrast, _saturation_and_hue
+
+    def draw(name: str, neutral: float) -> torch.Tensor:
+        return torch.full((1, 1, 1, 1), value if name == adjustment else neutral)
+
+    image = torch.tensor(_TF_DOC_IMAGE).permute(2, 0, 1).unsqueeze(0)  # (1, 3, 2, 2)
+    if adjustment == "contrast":
+        result = _brightness_and_contrast(image, draw("brightness", 0.0), draw("contrast", 1.0))
+    else:
+        result = _saturation_and_hue(image, draw("saturation", 1.0), draw("hue", 0.0))
+    expected = torch.tensor(_TF_DOC_RESULTS[adjustment, value])
+    torch.testing.assert_close(result.squeeze(0).permute(1, 2, 0), expected)
+
+
+def test_the_study_augmentation_keeps_pixels_in_range_and_leaves_its_input_alone() -> None:
+    from repro.data.transforms import augment
+
+    images = torch.rand(8, 3, 6, 6)
+    before = images.clone()
+    torch.manual_seed(1)
+    out = augment(images)
+    assert torch.equal(images, before)
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1 and not torch.equal(out, images)
+
+
 def test_validation_images_are_imagenet_normalised(tmp_path: Path) -> None:
     root = tmp_path / "flat"
     for name, value in (("black", 0), ("white", 255)):

@@ -45,16 +45,41 @@ def test_a_folder_over_the_memory_limit_is_read_per_batch_with_the_same_pixels(
         torch.testing.assert_close(images_held, images_read, rtol=0, atol=0)
 
 
-def test_augmentation_draws_per_image_within_a_batch(tmp_path: Path) -> None:
+def _same_picture_everywhere(root: Path) -> Path:
+    """Two classes of 12 copies of one picture that is not mirror-symmetric: only the augmentation can
+    make two of them differ."""
+    pixels = torch.arange(8 * 8 * 3, dtype=torch.uint8).reshape(8, 8, 3).mul(2).numpy()
     for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        for i in range(8):
-            Image.new("RGB", (8, 8), (30 * i, 120, 200)).save(tmp_path / name / f"{i}.png")
-    # the same picture in every file of a class; only the augmentation can make two of them differ
-    for file in tmp_path.glob("*/*.png"):
-        Image.new("RGB", (8, 8), (90, 120, 200)).save(file)
-    bundle = build_data(dataset_config(name="imagefolder", path=str(tmp_path), image_size=8), 11, 0)
-    images, _ = next(iter(bundle.train_loader))
-    assert len({tuple(image.flatten().tolist()) for image in images}) > 1
-    val_images, _ = next(iter(bundle.val_loader))
-    assert all(torch.equal(image, val_images[0]) for image in val_images)
+        (root / name).mkdir()
+        for i in range(12):
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def _up_to_a_flip(images: torch.Tensor) -> set[tuple[float, ...]]:
+    """The distinct images of a batch, an image and its mirror image counted as one."""
+    return {
+        min(tuple(image.flatten().tolist()), tuple(image.flip(-1).flatten().tolist())) for image in images
+    }
+
+
+def test_a_batch_shares_its_colour_draws_and_flips_each_image_on_its_own(tmp_path: Path) -> None:
+    cfg = dataset_config(name="imagefolder", path=str(_same_picture_everywhere(tmp_path)), image_size=8)
+    torch.manual_seed(0)
+    images, _ = next(iter(build_data(cfg, 16, 0).train_loader))
+    assert len(_up_to_a_flip(images)) == 1  # one brightness, contrast, saturation and hue for the batch
+    flipped = [torch.equal(image, images[0].flip(-1)) for image in images]
+    assert any(flipped) and not all(flipped)  # but a flip of its own for each image
+    assert not torch.equal(images[0], images[0].flip(-1))
+    second, _ = next(iter(build_data(cfg, 16, 0).train_loader))
+    assert _up_to_a_flip(second) != _up_to_a_flip(images)  # the next batch draws its own
+
+
+def test_per_image_colour_draws_are_an_option(tmp_path: Path) -> None:
+    root = _same_picture_everywhere(tmp_path)
+    cfg = dataset_config(name="imagefolder", path=str(root), image_size=8, augment_per_image=True)
+    torch.manual_seed(0)
+    images, _ = next(iter(build_data(cfg, 16, 0).train_loader))
+    assert len(_up_to_a_flip(images)) == 16
+    val_images, _ = next(iter(build_data(cfg, 16, 0).val_loader))
+    assert all(torch.equal(image, val_images[0]) for image in val_images)  # validation is never augmented

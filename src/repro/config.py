@@ -101,6 +101,7 @@ class DatasetConfig:
     image_size: int = 128  # pixels per side; every image is resized to it
     val_fraction: float = 0.3  # the study's 70/30 split, stratified and seeded
     augment: bool = True  # the study's augmentation, on the training set only
+    augment_per_image: bool = False  # draw the colour changes per image, not once per batch as the study did
     num_workers: int | None = None  # DataLoader workers; None: 0 for held data, else the spare cores (max 8)
     memory_limit_mb: float = 2048.0  # decode once and hold as uint8 when the pixels take at most this
     cache_dir: str = "data"  # where a source that generates its images (digits) writes them once

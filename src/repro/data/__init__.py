@@ -3,8 +3,9 @@
 Every source ends as a list of labelled images, split 70/30 (stratified, seeded) and served by two
 DataLoaders; only the training set gets the study's augmentation. A data set whose decoded pixels fit
 under `dataset.memory_limit_mb` is decoded once and held as one uint8 tensor; a larger one is decoded
-per batch, in DataLoader workers. Either way a batch is made on tensors: augmentation per image
-(torchvision.transforms.v2), then conversion and preprocessing for the whole batch.
+per batch, in DataLoader workers. Either way a batch is made on tensors: conversion, the study's
+augmentation (a flip per image, colour changes drawn once per batch) and preprocessing, each for the
+whole batch at once.
 `validate_dataset` runs the cheap checks a sweep needs before any job starts; `build_data` builds one
 job's loaders.
 

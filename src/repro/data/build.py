@@ -6,6 +6,7 @@ Both find the source from `dataset.name` in the registry and know none by name.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from omegaconf import DictConfig
@@ -15,7 +16,7 @@ from repro.config import DatasetConfig
 from repro.data.loaders import Images, decode_all, default_workers, make_loader
 from repro.data.registry import Labels, resolve
 from repro.data.split import check_split, split
-from repro.data.transforms import augmentation, check_preprocessing
+from repro.data.transforms import augment, check_preprocessing
 from repro.errors import UserError
 
 
@@ -99,7 +100,7 @@ def build_data(
     in_memory = len(targets) * 3 * cfg.image_size**2 <= cfg.memory_limit_mb * 1e6
     pixels = decode_all(read, len(targets)) if in_memory else None
     all_targets = torch.tensor(targets, dtype=torch.int64)
-    train_augmentation = augmentation() if cfg.augment else None
+    train_augmentation = partial(augment, per_image=cfg.augment_per_image) if cfg.augment else None
     train_set = Images(train_idx, all_targets, read, pixels, train_augmentation, preprocessing)
     val_set = Images(val_idx, all_targets, read, pixels, None, preprocessing)
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(in_memory)

@@ -8,21 +8,23 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from repro.data.transforms import preprocess
 from repro.threads import available_cores
 
 #: How a source hands over image i: a uint8 tensor (3, size, size).
 Reader = Callable[[int], torch.Tensor]
+#: What a batch of float pixels in 0..1, (N, 3, size, size), goes through in training (`transforms.augment`).
+Augmentation = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Images(Dataset):
     """One side of the split, served a batch at a time (`__getitems__`) as model inputs and targets.
 
     The pixels come from `pixels` (every image of the data set, held as uint8) or are read per batch
-    with `read`. The augmentation runs per image on uint8 tensors, so each image gets its own random
-    draw as in the study; conversion to float and preprocessing run once per batch.
+    with `read`. Conversion to float, the augmentation and the preprocessing each run once on the
+    whole batch, as tensor operations, in the DataLoader's worker where it has some. The study's
+    augmentation draws its flip per image and its colour changes once per batch (`transforms.augment`).
     """
 
     def __init__(
@@ -31,7 +33,7 @@ class Images(Dataset):
         targets: torch.Tensor,
         read: Reader,
         pixels: torch.Tensor | None,
-        augmentation: v2.Transform | None,
+        augmentation: Augmentation | None,
         preprocessing: str,
     ) -> None:
         self.indices = torch.as_tensor(indices, dtype=torch.int64)
@@ -50,9 +52,10 @@ class Images(Dataset):
             batch = self.pixels[images]
         else:
             batch = torch.stack([self.read(int(i)) for i in images])
+        batch = batch.float().div_(255)
         if self.augmentation is not None:
-            batch = torch.stack([self.augmentation(image) for image in batch])
-        return preprocess(batch.float().div_(255), self.preprocessing), self.targets[images]
+            batch = self.augmentation(batch)
+        return preprocess(batch, self.preprocessing), self.targets[images]
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
         images, targets = self.__getitems__([position])
