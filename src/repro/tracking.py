@@ -27,7 +27,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from repro import names, reconcile
+from repro import names, reconcile, ui_views
 from repro.config import Config
 from repro.errors import UserError, exit_on_user_error
 from repro.hydra_adapter import job_exception
@@ -97,6 +97,7 @@ def _open_experiment(uri: str, experiment: str) -> str:
         found = mlflow.set_experiment(experiment)
         if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             MlflowClient(uri).set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        ui_views.write_views(MlflowClient(uri), found.experiment_id, found.tags)  # a warning at worst
         return found.experiment_id
     except mlflow.exceptions.MlflowException as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
