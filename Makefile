@@ -36,7 +36,7 @@ test-fast: $(STAMP) ## the tests not marked slow or slurm
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests benchmarks
 
-ui: $(STAMP) ## the MLflow UI on the embedded store; prints the URL of the experiment's runs page
+ui: $(STAMP) ## the MLflow UI on the embedded store; prints the URL of the experiment's energy view
 	@$(BIN)/python -m repro.ui_url --uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 

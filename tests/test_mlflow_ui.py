@@ -1,5 +1,5 @@
 """What the MLflow UI shows without configuration: a model-training experiment, a run description
-with the energy, a per-epoch energy/F1 chart, and the runs page URL that `make ui` prints."""
+with the energy, a per-epoch energy/F1 chart, and the URL of its energy view that `make ui` prints."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def test_a_run_is_described_and_charted_in_a_model_training_experiment(
 
     ui_url_main(["--uri", tracking_uri, "--host", "127.0.0.1", "--port", "5001"])
     expected = (
-        f"http://127.0.0.1:5001/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+        f"http://127.0.0.1:5001/#/experiments/{experiment.experiment_id}/runs"
+        "?viewStateShareKey=repro-energy-per-image&workflowType=machine_learning"
     )
     assert expected in capsys.readouterr().out
 

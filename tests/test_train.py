@@ -103,7 +103,20 @@ def test_sweep_makes_a_parent_run_with_one_child_per_job(smoke_overrides, tracki
     assert sorted(r.info.run_name for r in children) == ["mobilenet_v2-cpu-s0", "resnet18-cpu-s0"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert parents[0].info.status == "FINISHED"
-    assert "Sweep summary (2 jobs" in result.stdout
+    assert not parents[0].data.metrics  # a group-by view averages the parent too: it has no job metrics
+    summary = result.stdout.split("Sweep summary (2 jobs", 1)[1].splitlines()[1:]
+    assert summary[0].split() == ["job", "state", "J/image", "F1", "duration", "energy"]
+    for child in children:  # one row each: state, J/image, F1, duration, how the energy was obtained
+        (row,) = [line for line in summary if line.startswith(f"  {child.info.run_name} ")]
+        estimated = child.data.tags["energy_estimated"] == "true"
+        j_per_image = f"{'~' if estimated else ''}{child.data.metrics['energy_j_per_image']:.4g}"
+        assert row.split()[1:4] == ["FINISHED", j_per_image, f"{child.data.metrics['f1']:.4f}"], row
+        assert f"{child.data.metrics['duration_s']:.1f} s" in row
+        how = "estimated" if estimated else "measured"
+        assert f"{how} (cpu: {child.data.tags['energy.method.cpu']}" in row
+    cheapest = min(children, key=lambda r: r.data.metrics["energy_j_per_image"])
+    assert any(line.startswith(f"Lowest J/image: {cheapest.info.run_name} (") for line in summary), summary
+    assert "viewStateShareKey=repro-energy-per-image" in result.stdout  # the link to the energy view
 
 
 def test_a_crash_mid_training_keeps_the_energy_measured_so_far(

@@ -27,11 +27,13 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from repro import names, reconcile
+from repro import names, reconcile, ui_views
 from repro.config import Config
 from repro.errors import UserError, exit_on_user_error
 from repro.hydra_adapter import job_exception
 from repro.spool import SPOOL_FILE, RunSpool
+from repro.sweep_summary import JobRow, summary_lines
+from repro.ui_url import ui_link
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ def _open_experiment(uri: str, experiment: str) -> str:
         found = mlflow.set_experiment(experiment)
         if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             MlflowClient(uri).set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        ui_views.write_views(MlflowClient(uri), found.experiment_id, found.tags)  # a warning at worst
         return found.experiment_id
     except mlflow.exceptions.MlflowException as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -363,22 +366,19 @@ class SweepCallback(Callback):
             self._all_ok = False
             return False
         recorded = {child.data.tags.get("repro.job_num") for child in children}
-        unrecorded_failures = [line for num, line in self.failed_jobs.items() if num not in recorded]
-        total = len(children) + len(_SKIPPED) + len(unrecorded_failures)
-        print(f"\nSweep summary ({total} jobs, parent run {self.parent_run_id}):")
-        for earlier in _SKIPPED:
-            finished_as = f"(resume: FINISHED as {earlier.info.run_id})"
-            print(f"  {'SKIPPED':9s}         - J  {earlier.info.run_name} {finished_as}")
+        unrecorded_failures = {num: line for num, line in self.failed_jobs.items() if num not in recorded}
+        rows = [JobRow.from_run(run, "SKIPPED", f"resume: FINISHED as {run.info.run_id}") for run in _SKIPPED]
         for child in children:
-            energy = child.data.metrics.get(names.ENERGY_TOTAL_J)
-            energy_text = f"{energy:10.1f} J" if energy is not None else "         - J"
             reason = child.data.tags.get(names.TAG_END_REASON, "no reason recorded")
-            why = "" if child.info.status == "FINISHED" else f": {reason[:300]}"
-            print(f"  {child.info.status:9s} {energy_text}  {child.info.run_name}{why}")
-        for line in unrecorded_failures:
-            print(f"  {'FAILED':9s}         - J  {line} (no run: failed before training)")
+            rows.append(JobRow.from_run(child, note="" if child.info.status == "FINISHED" else reason[:300]))
+        for num, line in unrecorded_failures.items():
+            rows.append(JobRow(f"job {num}", "FAILED", note=f"{line} (no run: failed before training)"))
+        print(f"\nSweep summary ({len(rows)} jobs, parent run {self.parent_run_id}):")
+        print("\n".join(summary_lines(rows)))
         if stopped_by is not None:
             print(f"  sweep {stopped_by}: later jobs were not run")
+        experiment = client.get_experiment(parent.info.experiment_id)
+        print(ui_link(self.tracking_uri, experiment.experiment_id, experiment.tags))
         all_ok = stopped_by is None and not unrecorded_failures
         all_ok = all_ok and all(child.info.status == "FINISHED" for child in children)
         status = "KILLED" if stopped_by is not None else ("FINISHED" if all_ok else "FAILED")

@@ -354,11 +354,12 @@ def test_a_job_that_fails_in_a_sweep_is_one_line_and_the_sweep_goes_on(
     reason = jobs[0].data.tags["repro.end_reason"]
     assert "training diverged" in reason
     summary = result.stdout.split("Sweep summary (2 jobs", 1)[1].splitlines()
+    failed_row = [line for line in summary if line.startswith(f"  {jobs[0].info.run_name} ")]
     assert (
-        [line for line in summary if line.startswith("  FAILED")]
-        == [line for line in summary if line.endswith(f"{jobs[0].info.run_name}: {reason}")]
+        [line for line in summary if line.split()[1:2] == ["FAILED"]]
+        == [line for line in failed_row if line.endswith(f"  {reason}")]
         != []
-    )  # the failed job, with its one-line reason
+    )  # the failed job's row, with its one-line reason at the end
     assert jobs[0].data.metrics["energy_total_j"] > 0  # what it measured before it failed is kept
 
 
