@@ -33,6 +33,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from repro import names
+from repro.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +216,8 @@ def import_spool(path: Path) -> int:
     The file is renamed to `*.imported` afterwards, so importing twice sends nothing twice.
     """
     by_run: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_run.setdefault((record["uri"], record["run_id"]), []).append(record)
+    for record in _read_spool(path):
+        by_run.setdefault((record["uri"], record["run_id"]), []).append(record)
     sent = 0
     for (uri, run_id), records in by_run.items():
         client = MlflowClient(uri)
@@ -238,6 +237,38 @@ def import_spool(path: Path) -> int:
     return sent
 
 
+#: The keys every spool record has, by its kind (see the module's docstring).
+_RECORD_KEYS = {
+    "metric": ("key", "value", "timestamp", "step"),
+    "tag": ("key", "value"),
+    "status": ("status",),
+}
+
+
+def _read_spool(path: Path) -> list[dict[str, Any]]:
+    """Every record of a spool file, each checked before any is sent; `UserError` names the first bad line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not a spool file: not text (byte {error.start} is not UTF-8)") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} line {number} is not a spool record: not JSON ({error.msg})") from None
+        kind = record.get("kind") if isinstance(record, dict) else None
+        missing = [key for key in ("uri", "run_id", *_RECORD_KEYS.get(kind, ())) if key not in record]
+        if kind not in _RECORD_KEYS or missing:
+            known = ", ".join(_RECORD_KEYS)
+            lacks = f"lacks {', '.join(missing)}" if kind in _RECORD_KEYS else f"has no kind ({known})"
+            raise UserError(f"{path} line {number} is not a spool record: it {lacks}")
+        records.append(record)
+    return records
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m repro.spool FILE...`: import spool files left by jobs whose server was away."""
     paths = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)]
@@ -248,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             print(f"error: {path} is not a spool file", file=sys.stderr)
             raise SystemExit(2)
-        print(f"{path}: {import_spool(path)} records imported")
+        with exit_on_user_error():
+            print(f"{path}: {import_spool(path)} records imported")
 
 
 if __name__ == "__main__":

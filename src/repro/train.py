@@ -71,6 +71,7 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
     _refuse_planted_links(context.output_dir)
     cfg.training.threads = resolve_threads(cfg.training.threads)  # logged with the params
     use_threads(cfg.training.threads)
+    tracking.open_store(cfg.tracking.uri)  # a new store is created once, under a lock, however many jobs run
     reconcile.end_dead_runs(cfg.tracking.uri, cfg.tracking.experiment)
     params = tracking.flatten_config(cfg)
     config_hash = reconcile.config_hash(params)

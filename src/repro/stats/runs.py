@@ -405,14 +405,23 @@ def _check_readable(uri: str) -> None:
     """Fail in one line when the store cannot be read; unlike writing, reading must not create it."""
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
+        if not path.is_file() or path.stat().st_size == 0:
             raise UserError(
                 f"mlflow.tracking_uri={uri}: no MLflow database at {path}; fix the path or train first"
             )
+        from repro.tracking import check_sqlite_file
+
+        check_sqlite_file(path, f"mlflow.tracking_uri={uri}")
         return
     from repro.tracking import check_tracking_uri
 
     check_tracking_uri(uri)
+
+
+def _metric_column(raw: pd.DataFrame, name: str) -> pd.Series:
+    """A metric of every run, NaN where a run (or every run) lacks it."""
+    column = f"metrics.{name}"
+    return raw[column].astype(float) if column in raw else pd.Series(np.nan, index=raw.index)
 
 
 def _first_line(error: BaseException) -> str:
