@@ -13,6 +13,7 @@ The spool file holds one JSON object per line: `{"uri", "run_id", "kind": "metri
 With `heartbeat_s`, a second daemon thread queues the tag `repro.heartbeat` (the unix time) every
 `heartbeat_s` seconds until the spool is closed, so that a later job can tell a run whose process died
 from one in a long, quiet epoch (`repro.reconcile`). It only queues a record: it never waits for MLflow.
+Its ticks also tell when the process was stopped (SIGSTOP, Ctrl-Z) and for how long (`PauseClock`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,33 @@ SPOOL_FILE = "mlflow_spool.jsonl"
 RETRY_INTERVAL_S = 1.0
 #: Records per `log_batch` call (MLflow accepts up to 1000 metrics per call).
 _BATCH = 500
+#: A heartbeat this many periods late means that the process was stopped (SIGSTOP, Ctrl-Z), not busy.
+PAUSE_PERIODS = 3
+
+
+class PauseClock:
+    """Adds up the time a process spent stopped, from the gaps between the ticks of a periodic thread.
+
+    A stopped process runs no thread, so its next tick comes late by the length of the stop. A tick more
+    than `PAUSE_PERIODS` periods late counts, lateness and all, as a pause; shorter delays (a loaded
+    machine, the GIL) count as nothing.
+    """
+
+    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period_s = period_s
+        self.paused_s = 0.0
+        self._clock = clock
+        self._last_s = clock()
+
+    def tick(self) -> float:
+        """Note a tick now; returns the pause it ends, 0 if none."""
+        now_s = self._clock()
+        late_s = now_s - self._last_s - self.period_s
+        self._last_s = now_s
+        if late_s <= PAUSE_PERIODS * self.period_s:
+            return 0.0
+        self.paused_s += late_s
+        return late_s
 
 
 class RunSpool:
@@ -63,6 +91,8 @@ class RunSpool:
         self._thread.start()
         self._stop_beating = threading.Event()
         self._beat_thread: threading.Thread | None = None
+        #: How long the process was stopped while the heartbeat ran (it only counts with `heartbeat_s`).
+        self.pauses = PauseClock(heartbeat_s or 0.0)
         if heartbeat_s:
             self.set_tags({names.TAG_HEARTBEAT_S: f"{heartbeat_s:g}"})
             self._beat_thread = threading.Thread(
@@ -73,7 +103,11 @@ class RunSpool:
     def _beat(self, period_s: float) -> None:
         while True:
             self.set_tags({names.TAG_HEARTBEAT: f"{time.time():.0f}"})
-            if self._stop_beating.wait(period_s):
+            stopping = self._stop_beating.wait(period_s)
+            pause_s = self.pauses.tick()  # also at the stop: a pause just before it counts
+            if pause_s:
+                log.warning("this process was stopped for %.0f s (SIGSTOP or Ctrl-Z?)", pause_s)
+            if stopping:
                 return
 
     def stop_heartbeat(self) -> None:

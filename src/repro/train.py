@@ -232,8 +232,19 @@ def _record_outcome(
     except OSError as error:  # e.g. CodeCarbon's CSV on a full disk
         total = monitor.stop()
         status, reason = "FAILED", _os_error_reason(error)
+    sink.stop_heartbeat()  # its last tick counts a pause that ended just now
+    paused_s = sink.pauses.paused_s
+    if paused_s:
+        # Recorded and flagged, not subtracted: every meter measures the whole machine, which drew power
+        # while the job was stopped, and CodeCarbon integrates over its own intervals, so the pause's share
+        # could only be estimated; an estimate must never pass for a measurement. repro.paper leaves such
+        # runs out, naming the pause.
+        note = f"stopped for {paused_s:.0f} s (SIGSTOP?), which its energy and duration include"
+        reason = f"{reason}; {note}"
+        print(f"warning: this job was {note}", file=sys.stderr)
     metrics: dict[str, float] = {
         names.DURATION_S: duration_s,
+        names.PAUSED_S: paused_s,
         names.IMAGES_SEEN: recorder.images_seen,
         names.TRAINED_EPOCHS: len(recorder.history),
         **monitor.run_metrics(total, recorder.images_seen, duration_s),

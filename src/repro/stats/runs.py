@@ -237,7 +237,11 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
     unfinished = is_job & (raw["status"] != "FINISHED")
     if unfinished.any():
         excluded_parts.append(_excluded(raw[unfinished], "run did not finish"))
-    raw = raw[is_job & ~unfinished].reset_index(drop=True)
+    paused = is_job & ~unfinished & (_metric_column(raw, names.PAUSED_S) > 0)
+    for index in raw.index[paused]:  # its energy includes the pause (repro.train records it, not subtracts)
+        pause_s = raw.at[index, f"metrics.{names.PAUSED_S}"]
+        excluded_parts.append(_excluded(raw.loc[[index]], f"stopped for {pause_s:.0f} s, billed as training"))
+    raw = raw[is_job & ~unfinished & ~paused].reset_index(drop=True)
     if raw.empty:
         raise UserError(
             f"{where} has no finished training runs ({parent_runs} sweep parent run(s), "
