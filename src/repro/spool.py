@@ -61,16 +61,18 @@ class PauseClock:
         self.paused_s = 0.0
         self._clock = clock
         self._last_s = clock()
+        self._lock = threading.Lock()
 
     def tick(self) -> float:
-        """Note a tick now; returns the pause it ends, 0 if none."""
-        now_s = self._clock()
-        late_s = now_s - self._last_s - self.period_s
-        self._last_s = now_s
-        if late_s <= PAUSE_PERIODS * self.period_s:
-            return 0.0
-        self.paused_s += late_s
-        return late_s
+        """Note a tick now (from any thread); returns the pause it ends, 0 if none."""
+        with self._lock:
+            now_s = self._clock()
+            late_s = now_s - self._last_s - self.period_s
+            self._last_s = now_s
+            if self.period_s <= 0 or late_s <= PAUSE_PERIODS * self.period_s:  # no heartbeat, no measure
+                return 0.0
+            self.paused_s += late_s
+            return late_s
 
 
 class RunSpool:

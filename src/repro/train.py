@@ -232,7 +232,7 @@ def _record_outcome(
     except OSError as error:  # e.g. CodeCarbon's CSV on a full disk
         total = monitor.stop()
         status, reason = "FAILED", _os_error_reason(error)
-    sink.stop_heartbeat()  # its last tick counts a pause that ended just now
+    sink.pauses.tick()  # counts a pause that ended just now, before the heartbeat's next tick
     paused_s = sink.pauses.paused_s
     if paused_s:
         # Recorded and flagged, not subtracted: every meter measures the whole machine, which drew power
