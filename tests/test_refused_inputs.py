@@ -7,6 +7,7 @@ that saw no images, and an experiment name that is not a safe folder name.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from tests.support import REPO_ROOT, refused_in_process
 
-from repro import paper
+from repro import paper, tracking
 from repro.errors import UserError
 
 
@@ -238,3 +239,166 @@ def test_paper_keeps_an_odd_experiment_name_inside_reports(tmp_path):
     reports = REPO_ROOT / "reports"
     assert reports in tables.resolve().parents and reports in figures.resolve().parents
     assert tables.parent.name == ".._.._.._etc_x_y".lstrip(".")
+
+
+# --- issue 19: stores, drivers, output folders and names that used to crash or get past the checks ----
+
+
+def _store(path: Path) -> Path:
+    """A real MLflow store with one experiment (its tables made by MLflow, without its INFO lines)."""
+    tracking.open_store(f"sqlite:///{path}")
+    MlflowClient(f"sqlite:///{path}").create_experiment("repro")
+    return path
+
+
+@pytest.mark.parametrize("where", ["proc", "inside_a_file"])
+def test_a_store_where_no_file_can_be_created_is_refused_at_once(
+    monkeypatch, capsys, smoke_overrides, tmp_path, where
+):
+    # /proc passes every permission bit for root; before, MLflow retried for about 100 s
+    folder = Path("/proc") if where == "proc" else tmp_path / "notes.txt"
+    if where == "inside_a_file":
+        folder.write_text("a file\n")
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"tracking.uri=sqlite:///{folder}/nope.db")
+    assert f"{folder}" in err
+    assert ("no file can be created" if where == "proc" else "is a file") in err
+
+
+def test_a_truncated_store_is_refused_naming_the_file(monkeypatch, capsys, smoke_overrides, tmp_path):
+    whole = _store(tmp_path / "whole.db").read_bytes()
+    truncated = tmp_path / "truncated.db"
+    truncated.write_bytes(whole[: len(whole) // 3])
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"tracking.uri=sqlite:///{truncated}")
+    assert str(truncated) in err and "truncated" in err
+    assert truncated.stat().st_size == len(whole) // 3  # left as it was
+
+
+def test_a_database_url_without_its_driver_names_the_package(monkeypatch, capsys, smoke_overrides):
+    for module in ("psycopg", "psycopg2"):
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    uri = "tracking.uri=postgresql://u:p@127.0.0.1:1/db"
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, uri)
+    assert "pip install 'psycopg" in err and ":p@" not in err  # the password is not printed
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("dataset.image_size=100000", "dataset.image_size=100000"),
+        ("tracking.experiment=", "tracking.experiment is empty"),
+        ("tracking.experiment=" + "x" * 600, "600 characters"),
+    ],
+)
+def test_bad_values_are_refused_before_the_store_is_created(
+    monkeypatch, capsys, smoke_overrides, tracking_uri, override, named
+):
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, override)
+    assert named in err and "could not be opened" not in err
+    assert not Path(tracking_uri.removeprefix("sqlite:///")).exists()
+
+
+def test_a_folder_as_the_weights_file_is_called_a_folder(monkeypatch, capsys, smoke_overrides, tmp_path):
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"model.weights_file={tmp_path}")
+    assert f"model.weights_file={tmp_path} is a folder" in err
+
+
+@pytest.mark.parametrize(
+    ("key", "where", "multirun"),
+    [
+        ("hydra.run.dir", "/proc/forbidden", False),
+        ("hydra.run.dir", "file", False),
+        ("hydra.run.dir", "under_a_file", False),
+        ("hydra.sweep.dir", "/proc/forbidden", True),
+    ],
+)
+def test_a_run_folder_that_cannot_be_created_is_refused(
+    monkeypatch, capsys, smoke_overrides, tmp_path, key, where, multirun
+):
+    (tmp_path / "file").write_text("a file\n")
+    folder = {"file": tmp_path / "file", "under_a_file": tmp_path / "file" / "run"}.get(where, where)
+    args = [*smoke_overrides, f"{key}={folder}", *(["-m"] if multirun else [])]
+    err = refused_in_process(monkeypatch, capsys, *args)
+    assert f"{key}={folder}" in err
+
+
+@pytest.mark.parametrize("case", ["new", "existing"])
+def test_artifacts_that_cannot_be_written_are_refused_before_the_run(
+    monkeypatch, capsys, smoke_overrides, tracking_uri, tmp_path, case
+):
+    """A read-only current directory: MLflow's default artifact folder is ./mlruns there."""
+    if case == "existing":  # an experiment created elsewhere keeps its artifact folder
+        tracking.open_store(tracking_uri)
+        MlflowClient(tracking_uri).create_experiment("repro", artifact_location="/proc/artifacts")
+    else:
+        monkeypatch.chdir("/proc")  # no file can be created here, even by root
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    assert ("/proc/mlruns" if case == "new" else "/proc/artifacts") in err
+
+
+def test_a_run_that_fails_before_training_records_why(tracking_uri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns
+    with pytest.raises(OSError), tracking.training_run(tracking_uri, "repro", "r", None, {}):
+        raise OSError(30, "Read-only file system", "/somewhere/mlruns")
+    (run,) = MlflowClient(tracking_uri).search_runs(
+        [MlflowClient(tracking_uri).get_experiment_by_name("repro").experiment_id]
+    )
+    assert run.info.status == "FAILED"
+    assert run.data.tags["repro.end_reason"].startswith("OSError: [Errno 30] Read-only file system")
+
+
+# --- repro.paper's store and output folders ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["not_sqlite", "truncated", "empty"])
+def test_paper_refuses_a_damaged_store_in_one_line(tmp_path, damage):
+    store = tmp_path / "mlflow.db"
+    if damage == "not_sqlite":
+        store.write_bytes(os.urandom(5000))
+    elif damage == "truncated":
+        whole = _store(tmp_path / "whole.db").read_bytes()
+        store.write_bytes(whole[: len(whole) // 3])
+    else:
+        store.touch()
+    uri = f"mlflow.tracking_uri=sqlite:///{store}"
+    cfg = _paper_config(tmp_path, "source=mlflow", uri, "mlflow.experiment=x")
+    with pytest.raises(UserError) as error:
+        paper.run(cfg)
+    assert str(store) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "where"), [("tables_dir", "file"), ("figures_dir", "/proc/x"), ("tables_dir", "/proc/x")]
+)
+def test_paper_refuses_an_output_folder_before_writing_anything(tmp_path, key, where):
+    (tmp_path / "file").write_text("a file\n")
+    folder = tmp_path / "file" if where == "file" else where
+    with pytest.raises(UserError) as error:
+        paper.run(_paper_config(tmp_path, f"{key}={folder}"))
+    assert f"{key}={folder}" in str(error.value)
+    assert not (tmp_path / "tables").exists()  # no table written before the refusal
+
+
+def test_paper_puts_figures_beside_the_tables_by_default(tmp_path):
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO_ROOT / "conf")):
+        cfg = compose("paper", [f"tables_dir={tmp_path / 'out' / 'tables'}"])
+    assert paper._output_dirs(cfg) == (tmp_path / "out" / "tables", tmp_path / "out" / "figures")
+
+
+# --- repro.spool ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["random", "no_keys", "no_kind", "not_json"])
+def test_spool_refuses_a_file_that_is_not_a_spool_in_one_line(capsys, tmp_path, content):
+    from repro.spool import main
+
+    path = tmp_path / "mlflow_spool.jsonl"
+    if content == "random":
+        path.write_bytes(b"\xff\xfe" + os.urandom(3000))
+    else:
+        lines = {"no_keys": '{"a": 1}', "no_kind": '{"uri": "x", "run_id": "y"}', "not_json": "{oops"}
+        path.write_text(lines[content] + "\n")
+    with pytest.raises(SystemExit) as stopped:
+        main([str(path)])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and err.startswith(f"error: {path}") and "\n" not in err, err
+    assert path.exists()  # not renamed as imported

@@ -294,6 +294,10 @@ class GpuConfig:
                 raise UserError(f"gpu.{key}={value} must be greater than 0, or null when not known")
 
 
+#: MLflow's longest experiment name (`mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH`).
+_MAX_EXPERIMENT_NAME = 500
+
+
 @dataclass
 class TrackingConfig:
     """Where runs are recorded."""
@@ -310,6 +314,13 @@ class TrackingConfig:
             raise UserError(f"tracking.flush_timeout_s={self.flush_timeout_s} must be 0 or more seconds")
         if self.heartbeat_s <= 0:
             raise UserError(f"tracking.heartbeat_s={self.heartbeat_s} must be greater than 0")
+        if _given(self.experiment) and not str(self.experiment).strip():
+            raise UserError("tracking.experiment is empty; name the MLflow experiment (the default is repro)")
+        if _given(self.experiment) and len(str(self.experiment)) > _MAX_EXPERIMENT_NAME:
+            raise UserError(
+                f"tracking.experiment is {len(str(self.experiment))} characters long; MLflow takes at most "
+                f"{_MAX_EXPERIMENT_NAME}"
+            )
 
 
 @dataclass

@@ -21,6 +21,7 @@ IMAGES_SEEN = "images_seen"
 GFLOPS = "gflops"
 PARAMS_M = "params_m"
 DURATION_S = "duration_s"
+PAUSED_S = "paused_s"  # how long the process was stopped (SIGSTOP, Ctrl-Z); included in duration and energy
 ENERGY_TOTAL_J = "energy_total_j"
 ENERGY_J_PER_IMAGE = "energy_j_per_image"
 GPU_ENERGY_J_PER_IMAGE = "gpu_energy_j_per_image"
@@ -72,6 +73,7 @@ FINAL_METRICS: tuple[str, ...] = (
     GFLOPS,
     PARAMS_M,
     DURATION_S,
+    PAUSED_S,
     *(energy_component_j(component) for component in COMPONENTS),
     ENERGY_TOTAL_J,
     ENERGY_J_PER_IMAGE,

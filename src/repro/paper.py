@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from repro.errors import UserError, exit_on_user_error
+from repro.paths import check_output_folder
 from repro.stats.config import ART_SUMS_OF_SQUARES, register
 
 log = logging.getLogger("repro.paper")
@@ -30,9 +31,9 @@ def _output_dirs(cfg: DictConfig) -> tuple[Path, Path]:
     # The experiment name is anyone's text: as a path component it must not climb out of reports/.
     safe_name = re.sub(r"[^A-Za-z0-9_.-]", "_", str(cfg.mlflow.experiment)).lstrip(".") or "experiment"
     base = Path("paper") if cfg.source == "published" else Path("reports") / safe_name
-    tables = cfg.tables_dir if cfg.tables_dir is not None else base / "tables"
-    figures = cfg.figures_dir if cfg.figures_dir is not None else base / "figures"
-    return _path(str(tables)), _path(str(figures))
+    tables = _path(str(cfg.tables_dir if cfg.tables_dir is not None else base / "tables"))
+    figures = cfg.figures_dir if cfg.figures_dir is not None else tables.parent / "figures"  # beside tables
+    return tables, _path(str(figures))
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -48,6 +49,10 @@ def run(cfg: DictConfig) -> list[Path]:
         raise UserError(f"min_group_size={cfg.min_group_size} is too small; use 3 or more")
     if cfg.art_sums_of_squares not in ART_SUMS_OF_SQUARES:
         raise UserError(f"art_sums_of_squares={cfg.art_sums_of_squares} is not known; use II or III")
+    tables_dir, figures_dir = _output_dirs(cfg)
+    check_output_folder(tables_dir, "tables_dir")  # before any work, and before any table is written
+    if cfg.figures:
+        check_output_folder(figures_dir, "figures_dir")
     log.info("[1/4] reading runs (source=%s)", cfg.source)
     if cfg.source == "published":
         table = load_published(_path(cfg.published_path), _path(cfg.exclusions_path))
@@ -72,7 +77,6 @@ def run(cfg: DictConfig) -> list[Path]:
         cfg.f1_floor,
         art_sums_of_squares=cfg.art_sums_of_squares,
     )
-    tables_dir, figures_dir = _output_dirs(cfg)
     log.info("[3/4] writing tables to %s", tables_dir)
     written = [path for t in study_tables(table, results) for path in t.write(tables_dir)]
     if cfg.figures:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +27,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from repro.config import Config, job_config
 from repro.errors import UserError
 from repro.hydra_adapter import command_line
+from repro.paths import check_output_folder
 
 #: Launchers that run jobs on other machines; hardware is validated there, not here.
 _REMOTE_LAUNCHER_MARKERS = ("submitit", "slurm")
@@ -45,8 +47,20 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
         checked: set[str] = set()
         for overrides in jobs:
             cfg = _compose(overrides)
+            _check_hydra_dir(cfg, args.multirun)
             here = not runs_elsewhere(cfg.hydra.launcher)
             validate_job(_job(cfg), check_hardware=here, already_checked=checked)
+
+
+def _check_hydra_dir(cfg: DictConfig, multirun: bool) -> None:
+    """The folder Hydra will create for the run (or the sweep) can be created and written."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        folder = OmegaConf.select(cfg, key, throw_on_resolution_failure=True)
+    except OmegaConfBaseException:
+        return  # an interpolation only Hydra's runtime resolves; Hydra reports it if it fails
+    if folder:
+        check_output_folder(Path(str(folder)), key)
 
 
 def runs_elsewhere(launcher: DictConfig) -> bool:
@@ -241,6 +255,7 @@ def validate_job(
         from repro.threads import resolve_threads
 
         resolve_threads(cfg.training.threads)  # the cores of the node that trains
+        _check_batch_fits_memory(cfg)
     if check_hardware and once(f"gpu:{cfg.gpu.name}"):
         from repro.environments import resolve_device
 
@@ -253,6 +268,22 @@ def validate_job(
         from repro.tracking import check_tracking_uri
 
         check_tracking_uri(cfg.tracking.uri)
+    if once(f"artifacts:{cfg.tracking.uri}:{cfg.tracking.experiment}"):
+        from repro.tracking import check_artifact_root
+
+        check_artifact_root(cfg.tracking.uri, cfg.tracking.experiment)
+
+
+def _check_batch_fits_memory(cfg: Config) -> None:
+    """Refuse an image size whose input batch alone outgrows this machine's memory (the meta-device check
+    of `_check_model` allocates nothing, so it cannot see that)."""
+    batch_bytes = cfg.training.batch_size * 3 * cfg.dataset.image_size**2 * 4  # float32 RGB
+    memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if batch_bytes > memory_bytes:
+        raise UserError(
+            f"dataset.image_size={cfg.dataset.image_size}: a batch of {cfg.training.batch_size} such images "
+            f"takes {batch_bytes / 1e9:.0f} GB, more than this machine's memory ({memory_bytes / 1e9:.0f} GB)"
+        )
 
 
 def _check_model(cfg: Config) -> None:
@@ -262,6 +293,10 @@ def _check_model(cfg: Config) -> None:
     from repro.models import check_input_size, create_model
 
     model_cfg = cfg.model
+    if model_cfg.weights_file is not None and Path(model_cfg.weights_file).is_dir():
+        raise UserError(
+            f"model.weights_file={model_cfg.weights_file} is a folder; give the path of a checkpoint file"
+        )
     if model_cfg.weights_file is not None and not Path(model_cfg.weights_file).is_file():
         raise UserError(
             f"model.weights_file={model_cfg.weights_file} does not exist; give the path of a checkpoint"

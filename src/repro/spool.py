@@ -13,6 +13,7 @@ The spool file holds one JSON object per line: `{"uri", "run_id", "kind": "metri
 With `heartbeat_s`, a second daemon thread queues the tag `repro.heartbeat` (the unix time) every
 `heartbeat_s` seconds until the spool is closed, so that a later job can tell a run whose process died
 from one in a long, quiet epoch (`repro.reconcile`). It only queues a record: it never waits for MLflow.
+Its ticks also tell when the process was stopped (SIGSTOP, Ctrl-Z) and for how long (`PauseClock`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from repro import names
+from repro.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,35 @@ SPOOL_FILE = "mlflow_spool.jsonl"
 RETRY_INTERVAL_S = 1.0
 #: Records per `log_batch` call (MLflow accepts up to 1000 metrics per call).
 _BATCH = 500
+#: A heartbeat this many periods late means that the process was stopped (SIGSTOP, Ctrl-Z), not busy.
+PAUSE_PERIODS = 3
+
+
+class PauseClock:
+    """Adds up the time a process spent stopped, from the gaps between the ticks of a periodic thread.
+
+    A stopped process runs no thread, so its next tick comes late by the length of the stop. A tick more
+    than `PAUSE_PERIODS` periods late counts, lateness and all, as a pause; shorter delays (a loaded
+    machine, the GIL) count as nothing.
+    """
+
+    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period_s = period_s
+        self.paused_s = 0.0
+        self._clock = clock
+        self._last_s = clock()
+        self._lock = threading.Lock()
+
+    def tick(self) -> float:
+        """Note a tick now (from any thread); returns the pause it ends, 0 if none."""
+        with self._lock:
+            now_s = self._clock()
+            late_s = now_s - self._last_s - self.period_s
+            self._last_s = now_s
+            if self.period_s <= 0 or late_s <= PAUSE_PERIODS * self.period_s:  # no heartbeat, no measure
+                return 0.0
+            self.paused_s += late_s
+            return late_s
 
 
 class RunSpool:
@@ -62,6 +93,8 @@ class RunSpool:
         self._thread.start()
         self._stop_beating = threading.Event()
         self._beat_thread: threading.Thread | None = None
+        #: How long the process was stopped while the heartbeat ran (it only counts with `heartbeat_s`).
+        self.pauses = PauseClock(heartbeat_s or 0.0)
         if heartbeat_s:
             self.set_tags({names.TAG_HEARTBEAT_S: f"{heartbeat_s:g}"})
             self._beat_thread = threading.Thread(
@@ -72,7 +105,11 @@ class RunSpool:
     def _beat(self, period_s: float) -> None:
         while True:
             self.set_tags({names.TAG_HEARTBEAT: f"{time.time():.0f}"})
-            if self._stop_beating.wait(period_s):
+            stopping = self._stop_beating.wait(period_s)
+            pause_s = self.pauses.tick()  # also at the stop: a pause just before it counts
+            if pause_s:
+                log.warning("this process was stopped for %.0f s (SIGSTOP or Ctrl-Z?)", pause_s)
+            if stopping:
                 return
 
     def stop_heartbeat(self) -> None:
@@ -215,10 +252,8 @@ def import_spool(path: Path) -> int:
     The file is renamed to `*.imported` afterwards, so importing twice sends nothing twice.
     """
     by_run: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_run.setdefault((record["uri"], record["run_id"]), []).append(record)
+    for record in _read_spool(path):
+        by_run.setdefault((record["uri"], record["run_id"]), []).append(record)
     sent = 0
     for (uri, run_id), records in by_run.items():
         client = MlflowClient(uri)
@@ -238,6 +273,38 @@ def import_spool(path: Path) -> int:
     return sent
 
 
+#: The keys every spool record has, by its kind (see the module's docstring).
+_RECORD_KEYS = {
+    "metric": ("key", "value", "timestamp", "step"),
+    "tag": ("key", "value"),
+    "status": ("status",),
+}
+
+
+def _read_spool(path: Path) -> list[dict[str, Any]]:
+    """Every record of a spool file, each checked before any is sent; `UserError` names the first bad line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not a spool file: not text (byte {error.start} is not UTF-8)") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path} line {number} is not a spool record: not JSON ({error.msg})") from None
+        kind = record.get("kind") if isinstance(record, dict) else None
+        missing = [key for key in ("uri", "run_id", *_RECORD_KEYS.get(kind, ())) if key not in record]
+        if kind not in _RECORD_KEYS or missing:
+            known = ", ".join(_RECORD_KEYS)
+            lacks = f"lacks {', '.join(missing)}" if kind in _RECORD_KEYS else f"has no kind ({known})"
+            raise UserError(f"{path} line {number} is not a spool record: it {lacks}")
+        records.append(record)
+    return records
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m repro.spool FILE...`: import spool files left by jobs whose server was away."""
     paths = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)]
@@ -248,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             print(f"error: {path} is not a spool file", file=sys.stderr)
             raise SystemExit(2)
-        print(f"{path}: {import_spool(path)} records imported")
+        with exit_on_user_error():
+            print(f"{path}: {import_spool(path)} records imported")
 
 
 if __name__ == "__main__":

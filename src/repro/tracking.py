@@ -8,16 +8,19 @@ process or another node) reads that file and becomes a child through `parent_run
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import logging
 import os
 import platform
 import socket
+import sqlite3
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ from repro import names, reconcile, ui_views
 from repro.config import Config
 from repro.errors import UserError, exit_on_user_error
 from repro.hydra_adapter import job_exception
+from repro.paths import check_output_folder, writable_folder
 from repro.spool import SPOOL_FILE, RunSpool
 from repro.sweep_summary import JobRow, summary_lines
 from repro.ui_url import ui_link
@@ -53,26 +57,23 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def check_tracking_uri(uri: str) -> None:
-    """Fail with a one-line error when the tracking store cannot be opened from here."""
+    """Fail with a one-line error when the tracking store cannot be opened from here; create nothing."""
     if uri.startswith("sqlite:///"):
         db_path = Path(uri.removeprefix("sqlite:///"))
         folder = db_path.parent if str(db_path.parent) else Path(".")
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"tracking.uri={uri} points into {folder}, which is a file, not a folder")
         if not folder.is_dir():
             raise UserError(
                 f"tracking.uri={uri} points into {folder}, which does not exist; create it or fix the URI"
             )
-        if not os.access(folder, os.W_OK):
-            raise UserError(f"tracking.uri={uri} points into {folder}, which is not writable")
         if db_path.is_dir():
             raise UserError(
                 f"tracking.uri={uri} names a folder, not a database file; use sqlite:///{db_path}/mlflow.db"
             )
-        if db_path.is_file() and db_path.stat().st_size > 0:
-            with db_path.open("rb") as handle:
-                if handle.read(16) != b"SQLite format 3\0":
-                    raise UserError(
-                        f"tracking.uri={uri}: {db_path} is not an SQLite database; name a new file"
-                    )
+        if not writable_folder(folder):
+            raise UserError(f"tracking.uri={uri} points into {folder}, where no file can be created")
+        check_sqlite_file(db_path, f"tracking.uri={uri}")
         return
     if uri.startswith(("http://", "https://")):
         try:
@@ -89,11 +90,171 @@ def check_tracking_uri(uri: str) -> None:
             f"tracking.uri={uri} is a file store, which MLflow has deprecated; use sqlite:///mlflow.db "
             "or http://HOST:PORT"
         )
-    # Other schemes (postgresql://, databricks, ...) are left to MLflow itself.
+    _check_database_driver(uri)  # other schemes (databricks, ...) are left to MLflow itself
+
+
+def check_sqlite_file(db_path: Path, what: str) -> None:
+    """Refuse a file that exists but is not a whole SQLite database (another file, truncated, damaged).
+
+    The file is read inside a read transaction, so a commit of another process is never seen half-done;
+    if another process keeps it locked, nothing is refused.
+
+    Args:
+        what: how the user named the file, for the message (`tracking.uri=...`).
+    """
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        return  # a new store; MLflow creates it
+    with db_path.open("rb") as handle:
+        header = handle.read(100)
+    if not header.startswith(b"SQLite format 3\0"):
+        raise UserError(f"{what}: {db_path} is not an SQLite database; name another file")
+    truncated = UserError(
+        f"{what}: {db_path} is truncated ({db_path.stat().st_size} of {_header_size(header)} bytes); restore "
+        "it from a copy or name a new file"
+    )
+    try:
+        with closing(sqlite3.connect(db_path, timeout=30, isolation_level=None)) as connection:
+            connection.execute("BEGIN")
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a shared lock from here on
+            expected = connection.execute("PRAGMA page_count").fetchone()[0]
+            expected *= connection.execute("PRAGMA page_size").fetchone()[0]
+            size = db_path.stat().st_size
+            verdict = connection.execute("PRAGMA quick_check").fetchone() if size >= expected else None
+            connection.execute("ROLLBACK")
+    except sqlite3.OperationalError as error:
+        if "locked" in str(error) or "busy" in str(error):
+            return  # another process is writing it, so it opens
+        raise UserError(f"{what}: {db_path} cannot be read as an SQLite database ({error})") from None
+    except sqlite3.DatabaseError as error:
+        if db_path.stat().st_size < _header_size(header):
+            raise truncated from None
+        raise UserError(f"{what}: {db_path} cannot be read as an SQLite database ({error})") from None
+    if size < expected:
+        raise truncated
+    if verdict != ("ok",):
+        raise UserError(f"{what}: {db_path} is damaged (SQLite's check: {verdict[0] if verdict else '?'})")
+
+
+def _header_size(header: bytes) -> int:
+    """The database's size in bytes as its 100-byte header records it (0 if the header does not say)."""
+    page_size = int.from_bytes(header[16:18], "big")
+    pages = int.from_bytes(header[28:32], "big")
+    valid = len(header) == 100 and header[24:28] == header[92:96]  # SQLite's rule for the size field
+    return (65536 if page_size == 1 else page_size) * pages if valid else 0
+
+
+def check_artifact_root(uri: str, experiment: str) -> None:
+    """Refuse an SQLite store whose experiment would keep its artifacts where no file can be created.
+
+    MLflow puts a new experiment's artifacts in `./mlruns` of the current directory (an existing one's
+    where it was created), and only learns that it cannot write there after the run has started.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    location = _artifact_location(Path(uri.removeprefix("sqlite:///")), experiment)
+    if location is None:
+        folder, whose = Path.cwd() / "mlruns", "a new experiment's artifacts go to ./mlruns"
+    elif urllib.parse.urlparse(location).scheme in ("", "file"):
+        folder = Path(urllib.parse.urlparse(location).path)
+        whose = f"experiment {experiment!r} keeps its artifacts there"
+    else:
+        return  # a remote artifact store (s3://, mlflow-artifacts:): MLflow reports it
+    try:
+        check_output_folder(folder, "artifacts")
+    except UserError as error:
+        raise UserError(f"{error} ({whose}; run from a writable folder or use another store)") from None
+
+
+def _artifact_location(db_path: Path, experiment: str) -> str | None:
+    """The experiment's artifact location as the store records it; None if the store or experiment is new."""
+    if not db_path.is_file() or db_path.stat().st_size == 0:
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)) as connection:
+            row = connection.execute(
+                "SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)
+            ).fetchone()
+    except sqlite3.Error:  # no tables yet: MLflow creates them with the experiment
+        return None
+    return row[0] if row else None
+
+
+#: Python packages that provide SQLAlchemy's database drivers, by the module each driver imports.
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pymysql": "PyMySQL",
+    "MySQLdb": "mysqlclient",
+    "pyodbc": "pyodbc",
+}
+
+
+def _check_database_driver(uri: str) -> None:
+    """Refuse a database URI (postgresql://, mysql://) whose driver is not installed, naming its package."""
+    scheme = uri.split("://", 1)[0]
+    if scheme.split("+", 1)[0] not in ("postgresql", "mysql", "mssql"):
+        return
+    import sqlalchemy
+
+    try:
+        sqlalchemy.engine.make_url(uri).get_dialect().import_dbapi()
+    except ModuleNotFoundError as error:
+        module = (error.name or "").split(".")[0]
+        package = _DRIVER_PACKAGES.get(module, module)
+        raise UserError(
+            f"tracking.uri={scheme}://... needs the database driver {module}, which is not installed; "
+            f"pip install '{package}' into this environment"
+        ) from None
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
+        raise UserError(f"tracking.uri={scheme}://... is not a database URL ({error})") from None
+
+
+def open_store(uri: str) -> None:
+    """Create or open the store once per process, under a lock, so that two jobs may start at once.
+
+    MLflow creates a new SQLite store's tables and then migrates them, without a lock; two processes
+    doing it at once on the same new file fail (alembic: "Online migration expected to match one row").
+    Here each process creates or opens it while holding an exclusive `flock` on the database's folder,
+    so the second waits for the first, then finds the tables made. A store SQLite cannot open fails at
+    once, naming the file, instead of after MLflow's ten retries (about 100 s).
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    db_path = Path(uri.removeprefix("sqlite:///"))
+    try:
+        folder = os.open(db_path.parent if str(db_path.parent) else ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise UserError(f"tracking.uri={uri}: its folder cannot be opened ({error.strerror})") from None
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        try:
+            with closing(sqlite3.connect(db_path, timeout=30)) as connection:
+                connection.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as error:
+            raise UserError(f"tracking.uri={uri}: SQLite cannot open {db_path} ({error})") from None
+        with _mlflow_quiet():
+            MlflowClient(uri).search_experiments(max_results=1)  # MLflow creates and migrates its tables
+    finally:
+        os.close(folder)  # releases the flock
+
+
+@contextmanager
+def _mlflow_quiet() -> Iterator[None]:
+    """Hide the INFO lines MLflow and alembic log while a new store's tables are created."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _open_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it if needed."""
+    open_store(uri)
     mlflow.set_tracking_uri(uri)
     try:
         found = mlflow.set_experiment(experiment)
@@ -103,7 +264,9 @@ def _open_experiment(uri: str, experiment: str) -> str:
         return found.experiment_id
     except mlflow.exceptions.MlflowException as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"tracking.uri={uri} could not be opened: {first_line}") from None
+        raise UserError(
+            f"tracking.experiment={experiment!r} cannot be opened in {uri}: {first_line}"
+        ) from None
 
 
 def flatten_config(cfg: Config) -> dict[str, str]:
@@ -175,6 +338,14 @@ def training_run(
     run = mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, tags=dict(tags))
     try:
         yield run
+    except BaseException as error:
+        if mlflow.active_run() is not None:  # failed before training recorded its own outcome
+            reason = (f"{type(error).__name__}: {error}".splitlines() or [""])[0][:500]
+            try:
+                mlflow.set_tag(names.TAG_END_REASON, reason)
+            except Exception as tag_error:  # the store itself failed; the run still ends FAILED below
+                log.warning("the run's end reason was not recorded: %s", tag_error)
+        raise
     finally:
         if mlflow.active_run() is not None:
             # Reached only when the caller did not end the run itself, i.e. an unexpected error.

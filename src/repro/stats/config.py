@@ -41,7 +41,7 @@ class PaperConfig:
     # null: paper/tables and paper/figures for the published data, reports/<experiment>/... for your
     # own runs, so that analysing them never overwrites the reference tables.
     tables_dir: str | None = None
-    figures_dir: str | None = None  # null: beside the tables, as for tables_dir
+    figures_dir: str | None = None  # null: a folder `figures` beside the tables folder
     figures: bool = True  # false: tables only
 
 

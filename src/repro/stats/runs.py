@@ -237,7 +237,11 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
     unfinished = is_job & (raw["status"] != "FINISHED")
     if unfinished.any():
         excluded_parts.append(_excluded(raw[unfinished], "run did not finish"))
-    raw = raw[is_job & ~unfinished].reset_index(drop=True)
+    paused = is_job & ~unfinished & (_metric_column(raw, names.PAUSED_S) > 0)
+    for index in raw.index[paused]:  # its energy includes the pause (repro.train records it, not subtracts)
+        pause_s = raw.at[index, f"metrics.{names.PAUSED_S}"]
+        excluded_parts.append(_excluded(raw.loc[[index]], f"stopped for {pause_s:.0f} s, billed as training"))
+    raw = raw[is_job & ~unfinished & ~paused].reset_index(drop=True)
     if raw.empty:
         raise UserError(
             f"{where} has no finished training runs ({parent_runs} sweep parent run(s), "
@@ -405,14 +409,23 @@ def _check_readable(uri: str) -> None:
     """Fail in one line when the store cannot be read; unlike writing, reading must not create it."""
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
-        if not path.is_file():
+        if not path.is_file() or path.stat().st_size == 0:
             raise UserError(
                 f"mlflow.tracking_uri={uri}: no MLflow database at {path}; fix the path or train first"
             )
+        from repro.tracking import check_sqlite_file
+
+        check_sqlite_file(path, f"mlflow.tracking_uri={uri}")
         return
     from repro.tracking import check_tracking_uri
 
     check_tracking_uri(uri)
+
+
+def _metric_column(raw: pd.DataFrame, name: str) -> pd.Series:
+    """A metric of every run, NaN where a run (or every run) lacks it."""
+    column = f"metrics.{name}"
+    return raw[column].astype(float) if column in raw else pd.Series(np.nan, index=raw.index)
 
 
 def _first_line(error: BaseException) -> str:
