@@ -287,7 +287,7 @@ class GpuConfig:
     tf32_tflops: float | None = None  # peak dense tensor-core TF32; None: none or not published
     fp16_tflops: float | None = None  # peak dense tensor-core FP16 with FP32 accumulate; None: not known
     bf16_tflops: float | None = None  # peak dense tensor-core BF16 with FP32 accumulate; None: not known
-    idle_power_w: float | None = None  # power when idle, where published; None: the prior fits a share of the limit
+    idle_power_w: float | None = None  # idle power, where published; None: the prior fits a share
     specs_source: str | None = None  # where the specs come from, e.g. the vendor's datasheet
     slurm: SlurmResources = field(default_factory=SlurmResources)
 
