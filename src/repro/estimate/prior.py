@@ -38,7 +38,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 from scipy.optimize import minimize
 
-from repro.config import CONF_DIR
+from repro.config import CONF_DIR, GpuConfig, ModelConfig
 from repro.errors import UserError
 from repro.estimate.model import COVERAGE, conformal_quantile
 
@@ -124,6 +124,60 @@ def with_gpu_columns(frame: pd.DataFrame, precision: str = "fp32") -> pd.DataFra
     out["limit_w"] = out.get("power_limit_w", unknown).astype(float).fillna(out["tdp_w"].astype(float))
     out["idle_w"] = out.get("idle_power_w", unknown).astype(float)
     return out
+
+
+def model_workload(model_cfg: ModelConfig, image_size: int, cache: dict | None = None) -> tuple[float, int]:
+    """(activations in millions of values, leaf modules) of one image through the job's network.
+
+    Every leaf module's output counts once: what the forward pass writes and the backward reads. The
+    network is built untrained (no weights are read), once per distinct model and image size.
+    """
+    cache = {} if cache is None else cache
+    key = (repr(model_cfg), int(image_size))
+    if key not in cache:
+        import dataclasses
+
+        import torch
+
+        from repro.models import create_model
+
+        untrained = dataclasses.replace(model_cfg, pretrained=False, weights_file=None)
+        model = create_model(untrained, num_classes=1)
+        counted = {"values": 0, "layers": 0}
+
+        def count(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+            counted["layers"] += 1
+            if isinstance(output, torch.Tensor):
+                counted["values"] += output.numel()
+
+        leaves = [m for m in model.modules() if next(m.children(), None) is None]
+        hooks = [leaf.register_forward_hook(count) for leaf in leaves]
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, int(image_size), int(image_size)))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        cache[key] = (counted["values"] / 1e6, counted["layers"])
+    return cache[key]
+
+
+def job_frame(gpu_cfg: GpuConfig, workload: dict[str, float], precision: str = "fp32") -> pd.DataFrame:
+    """One job as the prior sees it: `WORKLOAD_COLUMNS` and the GPU's columns.
+
+    Raises:
+        UserError: the GPU profile lacks a spec the prior needs (it names the key to set).
+    """
+    specs = {key: getattr(gpu_cfg, key, None) for key in PRIOR_SPEC_KEYS}
+    missing = missing_specs(specs, precision)
+    if missing:
+        raise UserError(
+            f"gpu={gpu_cfg.name} lacks the spec(s) {', '.join(missing)} that the prior needs; set them in "
+            f"conf/gpu/{gpu_cfg.name}.yaml or on the command line (gpu.{missing[0]}=...)"
+        )
+    row = {**{key: float(workload[key]) for key in WORKLOAD_COLUMNS}, **specs}
+    return with_gpu_columns(pd.DataFrame([row]).astype(float), precision)
 
 
 def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
