@@ -115,3 +115,29 @@ def test_an_unseen_gpu_and_architecture_get_a_wider_interval_than_either(study):
     both = width[frozenset(GROUPINGS)]
     assert both > width[frozenset({"architecture"})] and both > width[frozenset({"GPU"})]
     assert width[frozenset({"architecture"})] > 1.5  # honest: an unseen architecture is not a +-13% guess
+
+
+@pytest.mark.slow
+def test_study_workloads_match_the_models_this_package_trains():
+    from repro.config import ModelConfig
+    from repro.estimate.prior import model_workload
+
+    for architecture in STUDY_ACTIVATIONS_M:
+        profile = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{architecture}.yaml"))
+        profile.pop("defaults")
+        activations_m, layers = model_workload(ModelConfig(**{**profile, "head": "study"}), 128)
+        assert activations_m == pytest.approx(STUDY_ACTIVATIONS_M[architecture], rel=1e-6), architecture
+        assert layers == STUDY_LAYERS[architecture], architecture
+
+
+def test_predicted_epochs_never_read_the_held_out_runs(study):
+    from repro.estimate.validate import _predicted_epochs
+
+    changed = study.copy()
+    held_out = (changed["gpu"] == "rtx3090").to_numpy()
+    changed.loc[held_out, "epochs"] = 1000.0  # what the held-out runs trained must not matter
+    for column in ("architecture", "gpu"):
+        before, after = _predicted_epochs(study, column), _predicted_epochs(changed, column)
+        if column == "gpu":
+            assert np.array_equal(before["point"][held_out], after["point"][held_out])
+        assert (after["high"] >= after["point"]).all() and (after["point"] >= after["low"]).all()
