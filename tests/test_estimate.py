@@ -110,6 +110,7 @@ def test_a_sweep_estimate_through_the_command_line(tmp_path, cli_env):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Sweep total (4 jobs)" in result.stdout
+    assert "source prior: the physical prior" in result.stdout
     assert "published runs' epochs (vgg16), 5th-95th percentile" in result.stdout
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -117,9 +118,18 @@ def test_a_sweep_estimate_through_the_command_line(tmp_path, cli_env):
         ("resnet50", "t4"), ("resnet50", "rtx3090"), ("vgg16", "t4"), ("vgg16", "rtx3090")
     ]  # fmt: skip
     for row in rows:
-        for metric in ("gpu_energy_j_per_image", "energy_gpu_j", "duration_s", "emissions_g"):
+        for metric in (
+            "gpu_energy_j_per_image",
+            "duration_ms_per_image",
+            "energy_gpu_j",
+            "duration_s",
+            "emissions_g",
+        ):
             low, point, high = (float(row[f"{metric}{s}"]) for s in ("_low", "", "_high"))
             assert 0 < low <= point <= high, (metric, row)
+        # digits was never in the study: the prior estimates it; only a probe measures all the meter sees
+        assert row["source"] == "prior"
+        assert row["energy_j_per_image"] == row["energy_j_per_image_low"] == ""
         assert int(row["trained_epochs_low"]) <= int(row["trained_epochs"]) <= int(row["trained_epochs_high"])
         assert ("unseen GPU t4" in row["out_of_distribution"]) == (row["gpu"] == "t4")
         # digits is not the study's data set: its size is outside what the estimator has seen
@@ -152,3 +162,22 @@ def test_bad_input_is_one_line_and_exit_code_2(args, named, capsys, monkeypatch)
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     assert named in err, err
+
+
+def test_the_exact_configuration_of_the_study_gets_the_kernel_ridge_and_another_the_prior():
+    from repro.estimate.features import JobFeatures
+    from repro.estimate.report import _per_image
+
+    runs = published_runs().assign(source="published")
+    estimator = fit(runs)
+    row = runs[(runs["architecture"] == "resnet50") & (runs["gpu"] == "rtx3090")].iloc[0]
+    keys = ("gflops", "params_m", "image_size", "batch_size", "train_images", "val_images", *GPU_SPEC_KEYS)
+    job = JobFeatures(
+        architecture="resnet50", gpu="rtx3090", values={k: float(row[k]) for k in keys},
+        train_images_per_epoch=23807, val_images_per_epoch=10203, max_epochs=150, earliest_epochs=30,
+        paper_protocol=True, intensity_g_per_kwh=None,
+    )  # fmt: skip
+    [(source, predicted)] = _per_image([(None, job)], runs, estimator)
+    assert source == "published"
+    measured = runs.loc[runs["architecture"].eq("resnet50") & runs["gpu"].eq("rtx3090"), "ms_per_image"]
+    assert predicted["ms_per_image"] == pytest.approx(measured.median(), rel=0.1)

@@ -283,12 +283,21 @@ class GpuConfig:
     memory_gb: float | None = None  # on-board memory
     cuda_cores: int | None = None  # published specs, read by repro.estimate; None: not known
     fp32_tflops: float | None = None  # peak FP32 throughput
+    power_limit_w: float | None = None  # the power limit it runs at, where it is not the TDP; None: the TDP
+    memory_bandwidth_gbs: float | None = None  # peak memory bandwidth (GB/s), read by repro.estimate's prior
+    tf32_tflops: float | None = None  # peak dense tensor-core TF32; None: none or not published
+    fp16_tflops: float | None = None  # peak dense tensor-core FP16 with FP32 accumulate; None: not known
+    bf16_tflops: float | None = None  # peak dense tensor-core BF16 with FP32 accumulate; None: not known
+    idle_power_w: float | None = None  # idle power, where published; None: the prior fits a share
     specs_source: str | None = None  # where the specs come from, e.g. the vendor's datasheet
     slurm: SlurmResources = field(default_factory=SlurmResources)
 
     def __post_init__(self) -> None:
         check_finite(self, "gpu")
-        for key in ("tdp_w", "memory_gb", "cuda_cores", "fp32_tflops"):
+        for key in (
+            "tdp_w", "memory_gb", "cuda_cores", "fp32_tflops", "power_limit_w", "memory_bandwidth_gbs",
+            "tf32_tflops", "fp16_tflops", "bf16_tflops", "idle_power_w",
+        ):  # fmt: skip
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise UserError(f"gpu.{key}={value} must be greater than 0, or null when not known")

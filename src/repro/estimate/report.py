@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repro.config import CONF_DIR
+from repro.config import CONF_DIR, Config
 from repro.errors import UserError
 from repro.estimate.features import JobFeatures, add_log_features, job_features, published_runs
 from repro.estimate.model import Estimator, fit
@@ -31,8 +31,20 @@ from repro.estimate.model import Estimator, fit
 #: CodeCarbon's world-average carbon intensity (gCO2e/kWh), used when the job sets none.
 WORLD_AVERAGE_G_PER_KWH = 475.0
 _J_PER_KWH = 3.6e6
-#: The CSV's columns after `model` and `gpu`: run metrics, each with `_low` and `_high`.
-CSV_METRICS = ("gpu_energy_j_per_image", "energy_gpu_j", "duration_s", "emissions_g", "trained_epochs")
+#: The CSV's columns after `model`, `gpu` and `source`: run metrics, each with `_low` and `_high`.
+#: `energy_j_per_image` is everything the job's meter measures; no estimate here knows more than the
+#: GPU (the study measured only the GPU), so it stays empty until a probe measures it on this machine.
+CSV_METRICS = (
+    "energy_j_per_image", "gpu_energy_j_per_image", "duration_ms_per_image", "energy_gpu_j", "duration_s",
+    "emissions_g", "trained_epochs",
+)  # fmt: skip
+#: Where a row's per-image figures come from (the CSV's and the table's `source`).
+SOURCES = {
+    "published": "kernel ridge on the study's runs of this exact configuration",
+    "mlflow": "kernel ridge on your own MLflow runs of this exact configuration",
+    "prior": "the physical prior from the GPU's specs (repro.estimate.prior), its interval as wide as "
+    "its error on the architectures and GPUs it had not seen",
+}
 
 
 def estimate_jobs(
@@ -50,11 +62,17 @@ def estimate_jobs(
     for choices, cfg in jobs:
         validate_job(cfg, check_hardware=False, already_checked=checked)  # the GPU may be elsewhere
         architecture = choices.get("model") or str(cfg.model.name)
-        described.append(job_features(cfg, architecture, cache))
+        described.append((cfg, job_features(cfg, architecture, cache)))
     runs = training_runs(sources, keys)
     estimator = fit(runs, selection=keys.get("selection", "random"))
     published_epochs = runs.loc[runs["source"] == "published", ["architecture", "epochs"]]
-    rows = pd.DataFrame([_estimate(job, estimator, published_epochs) for job in described])
+    predicted = _per_image(described, runs, estimator)
+    rows = pd.DataFrame(
+        [
+            _estimate(job, per_image, source, estimator, published_epochs)
+            for (_, job), (source, per_image) in zip(described, predicted, strict=True)
+        ]
+    )
     _print(rows, estimator, len(runs))
     if keys.get("csv"):
         _write_csv(rows, Path(keys["csv"]))
@@ -94,9 +112,36 @@ def epoch_range(job: JobFeatures, published_epochs: pd.DataFrame) -> tuple[int, 
     return job.max_epochs, job.earliest_epochs, job.max_epochs, "earliest early stop to the most epochs"
 
 
-def _estimate(job: JobFeatures, estimator: Estimator, published_epochs: pd.DataFrame) -> dict:
-    features = add_log_features(pd.DataFrame([job.values]))
-    predicted = estimator.predict(features).iloc[0]
+def _per_image(
+    described: list[tuple[Config, JobFeatures]], runs: pd.DataFrame, estimator: Estimator
+) -> list[tuple[str, pd.Series]]:
+    """(source, per-image prediction) of each job: the kernel ridge where its exact configuration was
+    measured, else the physical prior, with the interval of what the prior has not seen."""
+    from repro.estimate.prior import fit_prior, job_frame, model_workload, study_frame
+
+    measured = runs.groupby(["architecture", "gpu"])["source"].first().to_dict()
+    study = runs[runs["source"] == "published"]
+    out: list[tuple[str, pd.Series]] = []
+    prior, workloads = None, {}
+    for cfg, job in described:
+        source = measured.get((job.architecture, job.gpu))
+        if source is not None and not estimator.out_of_distribution(job.architecture, job.gpu, job.values):
+            features = add_log_features(pd.DataFrame([job.values]))
+            out.append((source, estimator.predict(features).iloc[0]))
+            continue
+        if prior is None:
+            prior = fit_prior(study_frame(published_runs()))
+        activations_m, layers = model_workload(cfg.model, int(cfg.dataset.image_size), workloads)
+        frame = job_frame(cfg.gpu, {**job.values, "activations_m": activations_m, "layers": layers})
+        unseen = {"architecture"} if job.architecture not in set(study["architecture"]) else set()
+        unseen |= {"GPU"} if job.gpu not in set(study["gpu"]) else set()
+        out.append(("prior", prior.predict(frame, frozenset(unseen)).iloc[0]))
+    return out
+
+
+def _estimate(
+    job: JobFeatures, predicted: pd.Series, source: str, estimator: Estimator, published_epochs: pd.DataFrame
+) -> dict:
     epochs, epochs_low, epochs_high, how = epoch_range(job, published_epochs)
     processed = job.train_images_per_epoch + job.val_images_per_epoch  # the study counted both
 
@@ -107,7 +152,7 @@ def _estimate(job: JobFeatures, estimator: Estimator, published_epochs: pd.DataF
         return ms / 1000 * n_epochs * processed
 
     intensity = job.intensity_g_per_kwh if job.intensity_g_per_kwh is not None else WORLD_AVERAGE_G_PER_KWH
-    row = {"model": job.architecture, "gpu": job.gpu}
+    row = {"model": job.architecture, "gpu": job.gpu, "source": source}
     energy = {
         "": energy_j(predicted["j_per_image"], epochs),
         "_low": energy_j(predicted["j_per_image_low"], epochs_low),
@@ -119,8 +164,10 @@ def _estimate(job: JobFeatures, estimator: Estimator, published_epochs: pd.DataF
         "_high": duration_s(predicted["ms_per_image_high"], epochs_high),
     }
     per_train_image = processed / job.train_images_per_epoch
-    for suffix, key in (("", "j_per_image"), ("_low", "j_per_image_low"), ("_high", "j_per_image_high")):
-        row[f"gpu_energy_j_per_image{suffix}"] = predicted[key] * per_train_image
+    for suffix in ("", "_low", "_high"):
+        row[f"energy_j_per_image{suffix}"] = math.nan  # only a probe on this machine measures it
+        row[f"gpu_energy_j_per_image{suffix}"] = predicted[f"j_per_image{suffix}"] * per_train_image
+        row[f"duration_ms_per_image{suffix}"] = predicted[f"ms_per_image{suffix}"] * per_train_image
     for suffix in ("", "_low", "_high"):
         row[f"energy_gpu_j{suffix}"] = energy[suffix]
     for suffix in ("", "_low", "_high"):
@@ -148,6 +195,7 @@ def _print(rows: pd.DataFrame, estimator: Estimator, n_runs: int) -> None:
         {
             "model": rows["model"],
             "gpu": rows["gpu"],
+            "source": rows["source"],
             "J/image [90%]": [
                 _interval(
                     r.gpu_energy_j_per_image, r.gpu_energy_j_per_image_low, r.gpu_energy_j_per_image_high, 3
@@ -180,8 +228,8 @@ def _print(rows: pd.DataFrame, estimator: Estimator, n_runs: int) -> None:
         }
     )
     print(
-        f"Estimated GPU energy before training (PRE: kernel ridge fitted on {n_runs} runs; "
-        "[low-high]: 90% split-conformal interval x the epoch range)"
+        f"Estimated GPU energy before training ([low-high]: 90% interval x the epoch range; kernel ridge "
+        f"fitted on {n_runs} runs where the configuration was measured)"
     )
     print(table.to_string(index=False))
     total = {
@@ -205,6 +253,8 @@ def _print(rows: pd.DataFrame, estimator: Estimator, n_runs: int) -> None:
         f"{_interval(total['emissions_g'], total['emissions_g_low'], total['emissions_g_high'], 1)} gCO2e "
         "(bounds are the sums of the jobs' bounds)"
     )
+    for source in sorted(set(rows["source"])):
+        print(f"source {source}: {SOURCES[source]}")
     for how in sorted(set(rows["epochs_from"])):
         print(f"epochs: {how}")
     intensities = sorted(set(rows["carbon_intensity_g_per_kwh"]))
@@ -215,17 +265,24 @@ def _print(rows: pd.DataFrame, estimator: Estimator, n_runs: int) -> None:
     )
     if (rows["out_of_distribution"] != "").any():
         print(
-            "OOD: outside what the estimator has seen; its interval does not cover that, treat it as a guess"
+            "OOD: outside what the study measured; the prior's interval is widened for an unseen "
+            "architecture and/or GPU; an unseen data set, batch or image size is in no validation split"
         )
 
 
+def _cell(value: object) -> object:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return value
+
+
 def _write_csv(rows: pd.DataFrame, path: Path) -> None:
-    columns = ["model", "gpu"] + [f"{m}{s}" for m in CSV_METRICS for s in ("", "_low", "_high")]
+    columns = ["model", "gpu", "source"] + [f"{m}{s}" for m in CSV_METRICS for s in ("", "_low", "_high")]
     columns += ["out_of_distribution"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(columns)
         for row in rows[columns].itertuples(index=False):
-            writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+            writer.writerow([_cell(v) for v in row])
     print(f"wrote {path}")

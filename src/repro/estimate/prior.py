@@ -1,0 +1,355 @@
+"""A physical prior for any GPU profile: time and power of training from the GPU's specs, six parameters.
+
+For a GPU nobody has measured this job on (a laptop planning `gpu=a100`, a sweep for a cluster), the
+kernel ridge of `repro.estimate.model` has nothing to go on. This model says how training spends
+time and power, and fits only what the specs cannot say on the study's published runs:
+
+- time per processed image (training and validation images, the study's count) is set by the slowest
+  of three limits, combined in quadrature (`_SOFTMAX_P`): a smooth maximum, since they overlap only
+  in part:
+  - compute: training FLOPs / (`efficiency` x the peak TFLOPS at the precision used). A training
+    image costs 3 forward passes (forward, and the backward's two products), a validation image 1;
+  - memory: activations x `bytes_per_activation` / the memory bandwidth;
+  - host: `host_ms` per image (data loading, augmentation) + `launch_us` per layer per batch
+    (kernels launched once per batch, so a deep network of small layers waits on the CPU);
+- power = idle + (limit - idle) x `busy_power` x the GPU's busy share of the time (compute and
+  memory, against the host). Idle is the profile's `idle_power_w` where published, else
+  `idle_share` x the limit, fitted. The limit is the profile's `power_limit_w`, else its TDP.
+
+The six parameters are fitted on the medians of the study's 12 configurations (an architecture on
+a GPU), on the log scale, with a weak pull towards round physical values (`_DEFAULTS`) so that a fit
+on few configurations stays physical.
+
+Intervals come from grouped residuals: the prior is refitted with one architecture left out, and
+with one GPU left out, and the held-out runs' absolute log errors are pooled; the interval's
+half-width on the log scale is their split-conformal 90% quantile (`conformal_quantile`). They are
+therefore as wide as the error on an architecture or a GPU the fit has not seen, not on a
+repetition of a seen configuration. The study's three GPUs sat in three different machines, so the
+GPU-out error includes the host and software; that is what a user on another machine gets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+from scipy.optimize import minimize
+
+from repro.config import CONF_DIR, GpuConfig, ModelConfig
+from repro.errors import UserError
+from repro.estimate.model import COVERAGE, conformal_quantile
+
+#: Spec keys the prior reads from a GPU profile (conf/gpu/*.yaml); None where not published.
+PRIOR_SPEC_KEYS: tuple[str, ...] = (
+    "tdp_w",
+    "power_limit_w",
+    "fp32_tflops",
+    "tf32_tflops",
+    "fp16_tflops",
+    "bf16_tflops",
+    "memory_bandwidth_gbs",
+    "idle_power_w",
+)
+#: The precision a job trains in -> the profile's peak that bounds it. This package trains in FP32.
+PEAK_OF_PRECISION: dict[str, str] = {
+    "fp32": "fp32_tflops",
+    "tf32": "tf32_tflops",
+    "fp16": "fp16_tflops",
+    "bf16": "bf16_tflops",
+}
+#: Activations (millions of values, every leaf module's output) and leaf modules of one 128x128 image
+#: through this package's versions of the study's networks with the study's heads (`workload_of_model`).
+STUDY_ACTIVATIONS_M: dict[str, float] = {
+    "mobilenet_v2": 4.421889,
+    "nasnet_mobile": 7.91325,
+    "xception": 13.019873,
+    "resnet50": 10.853377,
+    "vgg16": 9.356802,
+}
+STUDY_LAYERS: dict[str, int] = {
+    "mobilenet_v2": 205,
+    "nasnet_mobile": 811,
+    "xception": 158,
+    "resnet50": 195,
+    "vgg16": 37,
+}
+#: The columns a frame needs for `Prior.predict`.
+WORKLOAD_COLUMNS: tuple[str, ...] = (
+    "gflops", "activations_m", "layers", "batch_size", "train_images", "val_images",
+)  # fmt: skip
+_SOFTMAX_P = 2.0  # limits combine in quadrature: the larger dominates, the other still adds (partial overlap)
+_BYTES_PER_VALUE = 4.0  # FP32
+_PRIOR_WEIGHT = 0.05  # pull of each log parameter towards its default, against a squared log error
+
+
+@dataclass(frozen=True)
+class PriorParameters:
+    """What the specs cannot say, fitted on the published runs."""
+
+    efficiency: float = 0.3  # share of the peak TFLOPS that convolution training reaches
+    bytes_per_activation: float = 16.0  # memory traffic per activation value per image (B)
+    host_ms: float = 0.3  # host time per image (ms)
+    launch_us: float = 10.0  # host time per layer per batch (us)
+    idle_share: float = 0.15  # idle power / limit, where the profile publishes no idle power
+    busy_power: float = 0.8  # share of (limit - idle) a fully busy GPU draws
+
+
+_DEFAULTS = PriorParameters()
+
+
+def gpu_specs_for_prior(name: str) -> dict[str, float | None]:
+    """The prior's specs of conf/gpu/NAME.yaml (None where the profile has none)."""
+    path = CONF_DIR / "gpu" / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"gpu={name} has no profile in {CONF_DIR / 'gpu'}")
+    profile = OmegaConf.load(path)
+    return {key: profile.get(key) for key in PRIOR_SPEC_KEYS}
+
+
+def missing_specs(specs: dict[str, float | None], precision: str = "fp32") -> list[str]:
+    """The specs the prior needs and the profile lacks, for a job at `precision`."""
+    needed = [PEAK_OF_PRECISION[precision], "memory_bandwidth_gbs", "tdp_w"]
+    return [key for key in needed if specs.get(key) is None]
+
+
+def with_gpu_columns(frame: pd.DataFrame, precision: str = "fp32") -> pd.DataFrame:
+    """Add `peak_tflops`, `bandwidth_gbs`, `limit_w` and `idle_w` (NaN: unpublished) from the spec columns."""
+    out = frame.copy()
+    out["peak_tflops"] = out[PEAK_OF_PRECISION[precision]].astype(float)
+    out["bandwidth_gbs"] = out["memory_bandwidth_gbs"].astype(float)
+    unknown = pd.Series(np.nan, index=out.index)
+    out["limit_w"] = out.get("power_limit_w", unknown).astype(float).fillna(out["tdp_w"].astype(float))
+    out["idle_w"] = out.get("idle_power_w", unknown).astype(float)
+    return out
+
+
+def model_workload(model_cfg: ModelConfig, image_size: int, cache: dict | None = None) -> tuple[float, int]:
+    """(activations in millions of values, leaf modules) of one image through the job's network.
+
+    Every leaf module's output counts once: what the forward pass writes and the backward reads. The
+    network is built untrained (no weights are read), once per distinct model and image size.
+    """
+    cache = {} if cache is None else cache
+    key = (repr(model_cfg), int(image_size))
+    if key not in cache:
+        import dataclasses
+
+        import torch
+
+        from repro.models import create_model
+
+        untrained = dataclasses.replace(model_cfg, pretrained=False, weights_file=None)
+        model = create_model(untrained, num_classes=1)
+        counted = {"values": 0, "layers": 0}
+
+        def count(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+            counted["layers"] += 1
+            if isinstance(output, torch.Tensor):
+                counted["values"] += output.numel()
+
+        leaves = [m for m in model.modules() if next(m.children(), None) is None]
+        hooks = [leaf.register_forward_hook(count) for leaf in leaves]
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, int(image_size), int(image_size)))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        cache[key] = (counted["values"] / 1e6, counted["layers"])
+    return cache[key]
+
+
+def job_frame(gpu_cfg: GpuConfig, workload: dict[str, float], precision: str = "fp32") -> pd.DataFrame:
+    """One job as the prior sees it: `WORKLOAD_COLUMNS` and the GPU's columns.
+
+    Raises:
+        UserError: the GPU profile lacks a spec the prior needs (it names the key to set).
+    """
+    specs = {key: getattr(gpu_cfg, key, None) for key in PRIOR_SPEC_KEYS}
+    missing = missing_specs(specs, precision)
+    if missing:
+        raise UserError(
+            f"gpu={gpu_cfg.name} lacks the spec(s) {', '.join(missing)} that the prior needs; set them in "
+            f"conf/gpu/{gpu_cfg.name}.yaml or on the command line (gpu.{missing[0]}=...)"
+        )
+    row = {**{key: float(workload[key]) for key in WORKLOAD_COLUMNS}, **specs}
+    return with_gpu_columns(pd.DataFrame([row]).astype(float), precision)
+
+
+def study_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """The published runs (`published_runs`) with the prior's workload and GPU columns."""
+    specs = pd.DataFrame([gpu_specs_for_prior(name) for name in runs["gpu"]], index=runs.index, dtype=float)
+    out = runs.drop(columns=[c for c in specs.columns if c in runs.columns]).join(specs)
+    out["activations_m"] = out["architecture"].map(STUDY_ACTIVATIONS_M).astype(float)
+    out["layers"] = out["architecture"].map(STUDY_LAYERS).astype(float)
+    return with_gpu_columns(out)
+
+
+def _column(frame: pd.DataFrame | dict[str, np.ndarray], name: str) -> np.ndarray:
+    return np.asarray(frame[name], dtype=float)
+
+
+def _limits_ms(params: PriorParameters, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(compute, memory, host) time per processed image, ms."""
+    n_train, n_val = _column(frame, "train_images"), _column(frame, "val_images")
+    passes = (3 * n_train + n_val) / (n_train + n_val)  # forward passes per processed image
+    compute = passes * _column(frame, "gflops") / (params.efficiency * _column(frame, "peak_tflops"))
+    traffic_gb = passes * _column(frame, "activations_m") * 1e6 * params.bytes_per_activation / 1e9
+    memory = traffic_gb / _column(frame, "bandwidth_gbs") * 1e3
+    host = params.host_ms + params.launch_us / 1e3 * _column(frame, "layers") / _column(frame, "batch_size")
+    return compute, memory, host
+
+
+def _time_and_power(params: PriorParameters, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    compute, memory, host = _limits_ms(params, frame)
+    p = _SOFTMAX_P
+    gpu = (compute**p + memory**p) ** (1 / p)
+    total = (gpu**p + host**p) ** (1 / p)
+    busy = gpu / total
+    limit = _column(frame, "limit_w")
+    idle = _column(frame, "idle_w")
+    idle = np.where(np.isnan(idle), params.idle_share * limit, idle)
+    power = idle + (limit - idle) * params.busy_power * busy
+    return total, power
+
+
+TARGETS: tuple[str, ...] = ("power_w", "ms_per_image", "j_per_image")
+#: The grouped splits whose residuals calibrate the intervals: held-out column of the runs.
+GROUPINGS: dict[str, str] = {"architecture": "architecture", "GPU": "gpu"}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The fitted prior and its half-widths (log scale), calibrated per grouping and target."""
+
+    params: PriorParameters
+    log_halfwidth: dict[str, dict[str, float]]  # grouping ("architecture", "GPU") -> target -> q
+
+    def halfwidths(self, unseen: frozenset[str]) -> dict[str, float]:
+        """The log half-width of each target for a job whose `unseen` groupings the study never ran.
+
+        One unseen grouping: its own calibrated q. Both: their errors add on the log scale, taken as
+        independent, sqrt(q_a^2 + q_g^2). Neither (a study architecture on a study GPU, in another
+        setting: data set, batch, image size): the wider of the two; no split tests that case.
+        """
+        q = self.log_halfwidth
+        if len(unseen) == 1:
+            return dict(q[next(iter(unseen))])
+        if len(unseen) == 2:
+            return {t: math.hypot(*(q[g][t] for g in GROUPINGS)) for t in TARGETS}
+        return {t: max(q[g][t] for g in GROUPINGS) for t in TARGETS}
+
+    def predict(self, frame: pd.DataFrame, unseen: frozenset[str] = frozenset(GROUPINGS)) -> pd.DataFrame:
+        """Point and 90% interval of power (W), ms/image and J/image, as `Estimator.predict` gives them.
+
+        `frame` has `WORKLOAD_COLUMNS` and the columns of `with_gpu_columns`; `unseen` sets the width.
+        """
+        time_ms, power = _time_and_power(self.params, frame)
+        out = pd.DataFrame({"power_w": power, "ms_per_image": time_ms}, index=frame.index)
+        out["j_per_image"] = out["power_w"] * out["ms_per_image"] / 1000.0
+        for target, q in self.halfwidths(unseen).items():
+            out[f"{target}_low"] = out[target] / math.exp(q)
+            out[f"{target}_high"] = out[target] * math.exp(q)
+        return out
+
+
+def fit_parameters(runs: pd.DataFrame) -> PriorParameters:
+    """Fit the six parameters on `study_frame` rows: squared log errors of the configuration medians."""
+    keys = ["architecture", "gpu"]
+    columns = [*WORKLOAD_COLUMNS, "peak_tflops", "bandwidth_gbs", "limit_w", "idle_w"]
+    medians = runs.groupby(keys, sort=True)[["ms_per_image", "power_w"]].median()
+    first = runs.groupby(keys, sort=True)[columns].first()
+    specs = {name: first[name].to_numpy(float) for name in columns}  # the loss runs thousands of times
+    log_time, log_power = np.log(medians["ms_per_image"].to_numpy()), np.log(medians["power_w"].to_numpy())
+    names = [f.name for f in fields(PriorParameters)]
+    start = np.log([getattr(_DEFAULTS, n) for n in names])
+
+    def loss(theta: np.ndarray) -> float:
+        params = _from_log(theta, names)
+        time_ms, power = _time_and_power(params, specs)
+        misfit = np.sum((np.log(time_ms) - log_time) ** 2) + np.sum((np.log(power) - log_power) ** 2)
+        return float(misfit + _PRIOR_WEIGHT * np.sum((theta - start) ** 2))
+
+    best = minimize(loss, start, method="L-BFGS-B")
+    return _from_log(best.x, names)
+
+
+def _from_log(theta: np.ndarray, names: list[str]) -> PriorParameters:
+    values = dict(zip(names, np.exp(theta), strict=True))
+    values["busy_power"] = min(values["busy_power"], 1.0)  # a busy GPU draws at most its limit
+    values["idle_share"] = min(values["idle_share"], 1.0)
+    return PriorParameters(**values)
+
+
+def grouped_log_errors(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's log error (prediction / measurement) when its architecture, then its GPU, is left out.
+
+    One row per run and grouping: `grouping`, `held_out`, and `TARGETS`, indexed like `runs`.
+    """
+    parts = []
+    for grouping, column in GROUPINGS.items():
+        for held_out in sorted(runs[column].unique()):
+            test = runs[column] == held_out
+            time_ms, power = _time_and_power(fit_parameters(runs[~test]), runs[test])
+            observed = runs[test]
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "grouping": grouping,
+                        "held_out": held_out,
+                        "power_w": np.log(power / observed["power_w"].to_numpy(float)),
+                        "ms_per_image": np.log(time_ms / observed["ms_per_image"].to_numpy(float)),
+                    },
+                    index=observed.index,
+                )
+            )
+    errors = pd.concat(parts)
+    errors["j_per_image"] = errors["power_w"] + errors["ms_per_image"]
+    return errors
+
+
+def _quantiles(errors: pd.DataFrame) -> dict[str, float]:
+    return {t: conformal_quantile(np.abs(errors[t].to_numpy()), COVERAGE) for t in TARGETS}
+
+
+def fit_prior(runs: pd.DataFrame) -> Prior:
+    """Fit the prior on `study_frame` rows and calibrate its intervals on their grouped residuals.
+
+    Raises:
+        UserError: fewer than two architectures and two GPUs, so no grouped residual exists.
+    """
+    if runs["architecture"].nunique() < 2 or runs["gpu"].nunique() < 2:
+        raise UserError("the prior's intervals need runs of two or more architectures and GPUs")
+    errors = grouped_log_errors(runs)
+    halfwidth = {grouping: _quantiles(errors[errors["grouping"] == grouping]) for grouping in GROUPINGS}
+    return Prior(params=fit_parameters(runs), log_halfwidth=halfwidth)
+
+
+def grouped_predictions(runs: pd.DataFrame) -> pd.DataFrame:
+    """Out-of-group predictions of every run, with intervals that never saw the run's group.
+
+    For each grouping and held-out group, the point is the fit without that group, and the interval's
+    half-width is the conformal quantile of the *other* groups' held-out errors (cross-conformal, as
+    in CV+: Barber et al. 2021): the held-out group's own error never sets its width. One row per
+    run and grouping: `grouping`, `held_out` and the columns of `Prior.predict`, indexed like `runs`.
+    """
+    errors = grouped_log_errors(runs)
+    parts = []
+    for grouping in GROUPINGS:
+        mine = errors[errors["grouping"] == grouping]
+        for held_out, part in mine.groupby("held_out", sort=True):
+            q = _quantiles(mine[mine["held_out"] != held_out])
+            observed = runs.loc[part.index]
+            out = pd.DataFrame(index=part.index)
+            out["power_w"] = observed["power_w"] * np.exp(part["power_w"])
+            out["ms_per_image"] = observed["ms_per_image"] * np.exp(part["ms_per_image"])
+            out["j_per_image"] = out["power_w"] * out["ms_per_image"] / 1000.0
+            for target in TARGETS:
+                out[f"{target}_low"] = out[target] / math.exp(q[target])
+                out[f"{target}_high"] = out[target] * math.exp(q[target])
+            parts.append(out.assign(grouping=grouping, held_out=held_out))
+    return pd.concat(parts)
