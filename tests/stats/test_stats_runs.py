@@ -154,6 +154,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
             tags[names.TAG_DEVICE_POWER_LIMIT_W] = limit_w
         metrics = {names.ENERGY_J_PER_IMAGE: 0.1 + i, names.F1: 0.7}
         _log_run(client, devices, tags, metrics, {names.PARAM_GPU_TDP_W: "700"}, start_time=1_000 + i)
+    mixed = client.create_experiment("mixed-definitions")
+    for i, train_images in enumerate([None, None, 70.0]):  # None: recorded when J/image counted training only
+        tags = {names.TAG_MODEL: "resnet18", names.TAG_GPU: "cpu"}
+        metrics = {names.ENERGY_J_PER_IMAGE: 0.1, names.F1: 0.7, names.IMAGES_SEEN: 100.0}
+        if train_images is not None:
+            metrics[names.TRAIN_IMAGES_SEEN] = train_images
+        _log_run(client, mixed, tags, metrics, {}, start_time=1_000 + i)
     return uri, parent
 
 
@@ -180,6 +187,14 @@ def test_mlflow_environment_is_the_detected_device(store: tuple[str, str]) -> No
     assert list(runs.loc[on_gpu, "power_limit_w"]) == [650.0, 650.0]  # NVML's limit, not the profile's 700 W
 
 
+def test_mlflow_leaves_out_runs_whose_images_are_training_images_only(store: tuple[str, str]) -> None:
+    uri, _ = store
+    table = load_mlflow(uri, "mixed-definitions")
+    assert len(table.runs) == 1
+    assert len(table.excluded) == 2
+    assert table.excluded["reason"].str.contains("count training images only").all()
+
+
 def test_mlflow_errors(store: tuple[str, str], tmp_path: Path) -> None:
     uri, parent = store
     with pytest.raises(UserError, match="has no runs"):
@@ -188,9 +203,8 @@ def test_mlflow_errors(store: tuple[str, str], tmp_path: Path) -> None:
         load_mlflow(uri, "parents-only")
     with pytest.raises(UserError, match="none of its 3 training run.* has the metric 'energy_j_per_image'"):
         load_mlflow(uri, "no-energy")
-    with pytest.raises(
-        UserError, match="mlflow.experiment='nope' is not in .*known: Default, devices, empty, no-energy"
-    ):
+    known = "Default, devices, empty, mixed-definitions, no-energy"
+    with pytest.raises(UserError, match=f"mlflow.experiment='nope' is not in .*known: {known}"):
         load_mlflow(uri, "nope")
     with pytest.raises(UserError, match="no MLflow database at"):
         load_mlflow(f"sqlite:///{tmp_path / 'missing.db'}", "paper-test")

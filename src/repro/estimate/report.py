@@ -2,8 +2,8 @@
 
 Energy is the GPU's, as in the study's data the estimator learns from. Per job:
 
-- J/image: PRE's estimate with its split-conformal 90% interval, per training image (the run's
-  `gpu_energy_j_per_image`);
+- J/image: PRE's estimate with its split-conformal 90% interval, per image processed in training and
+  validation passes, as the study counted them and as the run's `gpu_energy_j_per_image` does;
 - epochs: a range for early stopping. Under the study's protocol (10 + 140 epochs, patience 20)
   it is the 5th-95th percentile of the published runs' trained epochs for that architecture
   (all architectures when it is not one of the study's), with the median as the point estimate;
@@ -118,9 +118,8 @@ def _estimate(job: JobFeatures, estimator: Estimator, published_epochs: pd.DataF
         "_low": duration_s(predicted["ms_per_image_low"], epochs_low),
         "_high": duration_s(predicted["ms_per_image_high"], epochs_high),
     }
-    per_train_image = processed / job.train_images_per_epoch
     for suffix, key in (("", "j_per_image"), ("_low", "j_per_image_low"), ("_high", "j_per_image_high")):
-        row[f"gpu_energy_j_per_image{suffix}"] = predicted[key] * per_train_image
+        row[f"gpu_energy_j_per_image{suffix}"] = predicted[key]  # the run's metric has the same definition
     for suffix in ("", "_low", "_high"):
         row[f"energy_gpu_j{suffix}"] = energy[suffix]
     for suffix in ("", "_low", "_high"):
