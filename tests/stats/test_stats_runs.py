@@ -12,8 +12,9 @@ from mlflow.entities import Metric, Param
 
 from repro import names
 from repro.errors import UserError
-from repro.stats.analyses import analyse
+from repro.stats.analyses import StudyResults, analyse
 from repro.stats.runs import RUN_COLUMNS, RunsTable, apply_outlier_policy, load_mlflow, load_published
+from repro.stats.tables import PER_IMAGE_NOTE, medians_table
 
 _DATA_DIR = Path(__file__).resolve().parents[2] / "paper" / "data"
 DATA = _DATA_DIR / "dl-training-energy-consumption-dataset.parquet"
@@ -22,7 +23,10 @@ EXCLUSIONS = _DATA_DIR / "exclusions.csv"
 
 def test_published_columns_and_derived_metrics(published: RunsTable) -> None:
     assert tuple(published.runs.columns) == RUN_COLUMNS
-    raw = pd.read_parquet(DATA).iloc[0]
+    every = pd.read_parquet(DATA)
+    # The study's images: training and validation passes, (743 + 318) whole batches of 32 per epoch.
+    assert (every["total seen images"] == every["trained epochs"] * (743 + 318) * 32).all()
+    raw = every.iloc[0]
     first = published.runs.iloc[0]
     assert first["energy_j_per_image"] == pytest.approx(raw["energy (MJ)"] * 1e6 / raw["total seen images"])
     assert first["duration_ms_per_image"] == pytest.approx(
@@ -164,7 +168,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return uri, parent
 
 
-def test_mlflow_reads_the_sweep(store: tuple[str, str]) -> None:
+def test_mlflow_reads_the_sweep(store: tuple[str, str], study: StudyResults) -> None:
     uri, parent = store
     table = load_mlflow(uri, "paper-test")
     assert len(table.runs) == 12 and tuple(table.runs.columns) == RUN_COLUMNS
@@ -177,6 +181,8 @@ def test_mlflow_reads_the_sweep(store: tuple[str, str]) -> None:
     assert results.environment == "rtx3090"  # no Cloud: the most powerful environment with most architectures
     assert results.architecture == "mobilenet_v2"
     assert results.rq1[0].kruskal.k == 2
+    # T2 of own runs and T2 of the published data state one definition of per-image figures
+    assert medians_table(results).notes == medians_table(study).notes == (PER_IMAGE_NOTE,)
 
 
 def test_mlflow_environment_is_the_detected_device(store: tuple[str, str]) -> None:
