@@ -321,7 +321,8 @@ def _measured(cfg: object, workdir: Path, pair: int) -> tuple[float, float, Mach
         [experiment.experiment_id], filter_string=f"attributes.run_name = 'overhead-{pair}'"
     )
     duration_s = recorded.data.metrics["duration_s"]
-    return recorded.data.metrics["images_seen"] / duration_s, duration_s, ledger.result()
+    # training images, as the bare side counts them (images_seen also counts the validation passes)
+    return recorded.data.metrics["train_images_seen"] / duration_s, duration_s, ledger.result()
 
 
 def _bare(cfg: object) -> tuple[float, float]:

@@ -67,7 +67,8 @@ def test_a_smoke_job_trains_on_a_manifest(compose_config, tracking_uri: str, tmp
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["dataset.name"] == "csv_manifest"
     assert recorded.data.params["dataset.path"] == str(manifest)
-    assert recorded.data.metrics["images_seen"] == 2 * 16  # 16 training images: one batch per epoch
+    assert recorded.data.metrics["train_images_seen"] == 2 * 16  # 16 training images: one batch per epoch
+    assert recorded.data.metrics["images_seen"] == 2 * (16 + 8)  # and 8 validation images per epoch
 
 
 def _missing(root: Path) -> Path:

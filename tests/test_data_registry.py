@@ -78,7 +78,9 @@ def test_a_registered_source_builds_data_and_trains_a_job(
     (recorded,) = client.search_runs([client.get_experiment_by_name("repro").experiment_id])
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["dataset.name"] == "stripes"
-    assert recorded.data.metrics["images_seen"] == 2 * 2 * 16  # smoke: 2 epochs of 2 batches of 16
+    # smoke: 2 epochs of 2 training batches of 16, each followed by the 15 validation images (no drop_last)
+    assert recorded.data.metrics["train_images_seen"] == 2 * 2 * 16
+    assert recorded.data.metrics["images_seen"] == 2 * (2 * 16 + 15)
 
 
 def test_a_registered_source_has_its_own_keys_and_checks(stripes: Path) -> None:

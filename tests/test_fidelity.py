@@ -184,7 +184,8 @@ def test_freeze_bn_keeps_the_base_running_statistics(freeze_bn: bool) -> None:
     unchanged = all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert unchanged == freeze_bn
     assert not torch.equal(weights_before, model.conv1.weight)  # the base still fine-tuned
-    assert [record.images for record in result.history] == [16, 16]
+    assert [record.train_images for record in result.history] == [16, 16]
+    assert all(record.images == 16 + record.val_images > 16 for record in result.history)
 
 
 @pytest.mark.slow

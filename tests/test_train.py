@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import signal
 import subprocess
 import time
@@ -17,8 +18,8 @@ from repro import loop
 from repro.train import JobContext, run
 
 FINAL_METRICS = [
-    "accuracy", "precision", "recall", "f1", "auc", "trained_epochs", "images_seen", "gflops",
-    "params_m", "duration_s", "energy_total_j", "energy_j_per_image",
+    "accuracy", "precision", "recall", "f1", "auc", "trained_epochs", "images_seen", "train_images_seen",
+    "gflops", "params_m", "duration_s", "energy_total_j", "energy_j_per_image",
 ]  # fmt: skip
 EPOCH_METRICS = ["train_loss", "val_accuracy", "val_f1", "epoch_duration_s"]
 
@@ -31,7 +32,7 @@ def _only_run(uri: str, experiment: str = "repro") -> mlflow.entities.Run:
 
 
 def test_one_job_records_a_complete_run(compose_config, tracking_uri, tmp_path):
-    cfg = compose_config("model=mobilenet_v2", "seed=3")
+    cfg = compose_config("model=mobilenet_v2", "seed=3", "training.drop_last=true")
     f1 = run(cfg, JobContext(output_dir=tmp_path / "job", choices={"model": "mobilenet_v2"}))
 
     recorded = _only_run(tracking_uri)
@@ -42,11 +43,18 @@ def test_one_job_records_a_complete_run(compose_config, tracking_uri, tmp_path):
     for name in ("accuracy", "precision", "recall", "f1", "auc"):
         assert 0.0 <= metrics[name] <= 1.0, name
     assert metrics["f1"] == pytest.approx(f1)
-    # smoke: 1 head + 1 fine-tuning epoch of at most 2 batches of 16 images
+    # smoke: 1 head + 1 fine-tuning epoch of at most 2 training batches of 16 images, each followed by a
+    # validation pass over the whole validation split: digits' 540 images, 33 whole batches with drop_last.
+    # The study's `total seen images` counts both passes: epochs x (training + validation steps) x batch.
     assert metrics["trained_epochs"] == 2
-    assert metrics["images_seen"] == 2 * 2 * 16
+    n_val = math.ceil(0.3 * 1797)  # scikit-learn's test side of the 70/30 split
+    assert n_val == 540 and n_val % 16 != 0  # so drop_last has a partial batch to drop
+    assert metrics["train_images_seen"] == 2 * 2 * 16
+    assert metrics["images_seen"] == 2 * (2 + n_val // 16) * 16
     assert metrics["energy_total_j"] > 0
-    assert metrics["energy_j_per_image"] == pytest.approx(metrics["energy_total_j"] / 64, rel=1e-6)
+    images = metrics["images_seen"]
+    assert metrics["energy_j_per_image"] == pytest.approx(metrics["energy_total_j"] / images)
+    assert metrics["duration_ms_per_image"] == pytest.approx(1000 * metrics["duration_s"] / images)
     assert 0.001 < metrics["gflops"] < 0.1  # mobilenetv2_050 at 32 px
     assert metrics["duration_s"] > 0
 

@@ -29,8 +29,14 @@ class EpochRecord:
     val_accuracy: float
     val_f1: float
     learning_rate: float
-    images: int
+    train_images: int  # images through the training pass
+    val_images: int  # images through the validation pass
     epoch_duration_s: float
+
+    @property
+    def images(self) -> int:
+        """The images the epoch processed, training and validation passes, as the study counted them."""
+        return self.train_images + self.val_images
 
     def as_row(self) -> dict[str, float | int | str]:
         return asdict(self)
@@ -42,7 +48,8 @@ class LoopResult:
 
     metrics: dict[str, float]  # validation metrics after the last epoch
     history: list[EpochRecord] = field(default_factory=list)
-    images_seen: int = 0
+    images_seen: int = 0  # training and validation passes, as the study's `total seen images`
+    train_images_seen: int = 0  # training passes only
     stopped_early: bool = False
 
     @property
@@ -122,6 +129,13 @@ def evaluate(
     model: nn.Module, data: DataBundle, device: torch.device, should_stop: Callable[[], bool] = lambda: False
 ) -> dict[str, float]:
     """Validation metrics of the model as it is now."""
+    return _validate(model, data, device, should_stop)[0]
+
+
+def _validate(
+    model: nn.Module, data: DataBundle, device: torch.device, should_stop: Callable[[], bool]
+) -> tuple[dict[str, float], int]:
+    """The validation metrics and the number of images the validation pass processed."""
     model.eval()
     all_logits, all_targets = [], []
     with torch.no_grad():
@@ -130,7 +144,7 @@ def evaluate(
             all_targets.append(targets)
     logits = torch.cat(all_logits)
     targets = torch.cat(all_targets).numpy()
-    return classification_metrics(targets, scores_from_logits(logits))
+    return classification_metrics(targets, scores_from_logits(logits)), len(targets)
 
 
 def _train_one_epoch(
@@ -235,7 +249,7 @@ def _run_epoch(
 ) -> EpochRecord:
     with hooks.epoch_scope(epoch):
         started = time.perf_counter()
-        loss, images = _train_one_epoch(
+        loss, train_images = _train_one_epoch(
             model,
             data,
             optimizer,
@@ -253,7 +267,7 @@ def _run_epoch(
             )
         # The whole validation set every epoch: early stopping needs it, and the last epoch's
         # figures are the run's final metrics, so no evaluation happens outside an energy window.
-        val = evaluate(model, data, device, hooks.should_stop)
+        val, val_images = _validate(model, data, device, hooks.should_stop)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # so the epoch's time and energy include its queued kernels
         record = EpochRecord(
@@ -263,12 +277,14 @@ def _run_epoch(
             val_accuracy=val["accuracy"],
             val_f1=val["f1"],
             learning_rate=float(optimizer.param_groups[0]["lr"]),
-            images=images,
+            train_images=train_images,
+            val_images=val_images,
             epoch_duration_s=time.perf_counter() - started,
         )
     result.history.append(record)
     result.metrics = val
-    result.images_seen += images
+    result.images_seen += record.images
+    result.train_images_seen += record.train_images
     if hooks.on_epoch_end is not None:
         hooks.on_epoch_end(record)
     return record

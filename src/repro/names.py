@@ -17,7 +17,13 @@ RECALL = "recall"
 F1 = "f1"
 AUC = "auc"
 TRAINED_EPOCHS = "trained_epochs"
+#: The images a run processed, in training AND validation passes: the study's `total seen images`
+#: (trained epochs x (training steps + validation steps) x batch, the last partial batch dropped when
+#: `training.drop_last`). Every per-image figure (`energy_j_per_image`, `gpu_energy_j_per_image`,
+#: `duration_ms_per_image`) divides by it, as the study's J/image and ms/image did.
 IMAGES_SEEN = "images_seen"
+#: The images of the training passes only (a part of `images_seen`).
+TRAIN_IMAGES_SEEN = "train_images_seen"
 GFLOPS = "gflops"
 PARAMS_M = "params_m"
 DURATION_S = "duration_s"
@@ -70,6 +76,7 @@ FINAL_METRICS: tuple[str, ...] = (
     AUC,
     TRAINED_EPOCHS,
     IMAGES_SEEN,
+    TRAIN_IMAGES_SEEN,
     GFLOPS,
     PARAMS_M,
     DURATION_S,

@@ -246,6 +246,7 @@ def _record_outcome(
         names.DURATION_S: duration_s,
         names.PAUSED_S: paused_s,
         names.IMAGES_SEEN: recorder.images_seen,
+        names.TRAIN_IMAGES_SEEN: recorder.train_images_seen,
         names.TRAINED_EPOCHS: len(recorder.history),
         **monitor.run_metrics(total, recorder.images_seen, duration_s),
         **recorder.projection.final_metrics(),
@@ -334,7 +335,8 @@ class _EpochRecorder:
         self.history_path = history_path
         self.projection = projection
         self.history: list[dict[str, Any]] = []
-        self.images_seen = 0
+        self.images_seen = 0  # training and validation passes (names.IMAGES_SEEN)
+        self.train_images_seen = 0
         self.write_errors: list[str] = []
         self._last_window_metrics: dict[str, float] = {}
 
@@ -346,6 +348,7 @@ class _EpochRecorder:
 
     def on_epoch_end(self, record: loop.EpochRecord) -> None:
         self.images_seen += record.images
+        self.train_images_seen += record.train_images
         metrics = {
             names.TRAIN_LOSS: record.train_loss,
             names.VAL_ACCURACY: record.val_accuracy,

@@ -12,8 +12,9 @@ from mlflow.entities import Metric, Param
 
 from repro import names
 from repro.errors import UserError
-from repro.stats.analyses import analyse
+from repro.stats.analyses import StudyResults, analyse
 from repro.stats.runs import RUN_COLUMNS, RunsTable, apply_outlier_policy, load_mlflow, load_published
+from repro.stats.tables import PER_IMAGE_NOTE, medians_table
 
 _DATA_DIR = Path(__file__).resolve().parents[2] / "paper" / "data"
 DATA = _DATA_DIR / "dl-training-energy-consumption-dataset.parquet"
@@ -22,7 +23,10 @@ EXCLUSIONS = _DATA_DIR / "exclusions.csv"
 
 def test_published_columns_and_derived_metrics(published: RunsTable) -> None:
     assert tuple(published.runs.columns) == RUN_COLUMNS
-    raw = pd.read_parquet(DATA).iloc[0]
+    every = pd.read_parquet(DATA)
+    # The study's images: training and validation passes, (743 + 318) whole batches of 32 per epoch.
+    assert (every["total seen images"] == every["trained epochs"] * (743 + 318) * 32).all()
+    raw = every.iloc[0]
     first = published.runs.iloc[0]
     assert first["energy_j_per_image"] == pytest.approx(raw["energy (MJ)"] * 1e6 / raw["total seen images"])
     assert first["duration_ms_per_image"] == pytest.approx(
@@ -154,10 +158,17 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
             tags[names.TAG_DEVICE_POWER_LIMIT_W] = limit_w
         metrics = {names.ENERGY_J_PER_IMAGE: 0.1 + i, names.F1: 0.7}
         _log_run(client, devices, tags, metrics, {names.PARAM_GPU_TDP_W: "700"}, start_time=1_000 + i)
+    mixed = client.create_experiment("mixed-definitions")
+    for i, train_images in enumerate([None, None, 70.0]):  # None: recorded when J/image counted training only
+        tags = {names.TAG_MODEL: "resnet18", names.TAG_GPU: "cpu"}
+        metrics = {names.ENERGY_J_PER_IMAGE: 0.1, names.F1: 0.7, names.IMAGES_SEEN: 100.0}
+        if train_images is not None:
+            metrics[names.TRAIN_IMAGES_SEEN] = train_images
+        _log_run(client, mixed, tags, metrics, {}, start_time=1_000 + i)
     return uri, parent
 
 
-def test_mlflow_reads_the_sweep(store: tuple[str, str]) -> None:
+def test_mlflow_reads_the_sweep(store: tuple[str, str], study: StudyResults) -> None:
     uri, parent = store
     table = load_mlflow(uri, "paper-test")
     assert len(table.runs) == 12 and tuple(table.runs.columns) == RUN_COLUMNS
@@ -170,6 +181,8 @@ def test_mlflow_reads_the_sweep(store: tuple[str, str]) -> None:
     assert results.environment == "rtx3090"  # no Cloud: the most powerful environment with most architectures
     assert results.architecture == "mobilenet_v2"
     assert results.rq1[0].kruskal.k == 2
+    # T2 of own runs and T2 of the published data state one definition of per-image figures
+    assert medians_table(results).notes == medians_table(study).notes == (PER_IMAGE_NOTE,)
 
 
 def test_mlflow_environment_is_the_detected_device(store: tuple[str, str]) -> None:
@@ -180,6 +193,14 @@ def test_mlflow_environment_is_the_detected_device(store: tuple[str, str]) -> No
     assert list(runs.loc[on_gpu, "power_limit_w"]) == [650.0, 650.0]  # NVML's limit, not the profile's 700 W
 
 
+def test_mlflow_leaves_out_runs_whose_images_are_training_images_only(store: tuple[str, str]) -> None:
+    uri, _ = store
+    table = load_mlflow(uri, "mixed-definitions")
+    assert len(table.runs) == 1
+    assert len(table.excluded) == 2
+    assert table.excluded["reason"].str.contains("count training images only").all()
+
+
 def test_mlflow_errors(store: tuple[str, str], tmp_path: Path) -> None:
     uri, parent = store
     with pytest.raises(UserError, match="has no runs"):
@@ -188,9 +209,8 @@ def test_mlflow_errors(store: tuple[str, str], tmp_path: Path) -> None:
         load_mlflow(uri, "parents-only")
     with pytest.raises(UserError, match="none of its 3 training run.* has the metric 'energy_j_per_image'"):
         load_mlflow(uri, "no-energy")
-    with pytest.raises(
-        UserError, match="mlflow.experiment='nope' is not in .*known: Default, devices, empty, no-energy"
-    ):
+    known = "Default, devices, empty, mixed-definitions, no-energy"
+    with pytest.raises(UserError, match=f"mlflow.experiment='nope' is not in .*known: {known}"):
         load_mlflow(uri, "nope")
     with pytest.raises(UserError, match="no MLflow database at"):
         load_mlflow(f"sqlite:///{tmp_path / 'missing.db'}", "paper-test")

@@ -219,7 +219,12 @@ class EnergyMonitor:
         return None, "none"
 
     def run_metrics(self, total: Measurement, images_seen: int, duration_s: float) -> dict[str, float]:
-        """The run's final energy metrics; a component nothing measured has no key."""
+        """The run's final energy metrics; a component nothing measured has no key.
+
+        Args:
+            images_seen: the images processed in training and validation passes (`names.IMAGES_SEEN`),
+                which every per-image figure divides by, as the study did.
+        """
         metrics: dict[str, float] = {}
         if images_seen > 0:
             metrics[names.DURATION_MS_PER_IMAGE] = duration_s * 1000 / images_seen

@@ -120,8 +120,9 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     """Your own finished GPU runs from MLflow, in the same columns as `published_runs`.
 
     A run counts when it has the GPU's mean power (`gpu_power_avg_w`, NVML), its duration and epochs,
-    and a GPU profile with specs (the `gpu.*` params). Images per epoch are the training images
-    (`images_seen / trained_epochs`) plus the validation images implied by `dataset.val_fraction`.
+    and a GPU profile with specs (the `gpu.*` params). Images are the run's `images_seen`, training and
+    validation passes as the study counted them; `train_images_seen` splits them per epoch. A run recorded
+    before repro counted validation images has no `train_images_seen` and does not count.
     """
     import mlflow
 
@@ -136,8 +137,8 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     raw = mlflow.search_runs(experiment_ids=[found.experiment_id], output_format="pandas")
     needed = [
         "metrics.gpu_power_avg_w", "metrics.duration_s", "metrics.trained_epochs", "metrics.images_seen",
-        "metrics.gflops", "metrics.params_m", "tags.repro.model", "tags.repro.gpu",
-        "params.dataset.image_size", "params.dataset.val_fraction", "params.training.batch_size",
+        "metrics.train_images_seen", "metrics.gflops", "metrics.params_m", "tags.repro.model",
+        "tags.repro.gpu", "params.dataset.image_size", "params.training.batch_size",
         *[f"params.gpu.{key}" for key in GPU_SPEC_KEYS],
     ]  # fmt: skip
     if raw.empty or any(column not in raw for column in needed):
@@ -147,10 +148,9 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     if raw.empty:
         return pd.DataFrame()
     epochs = raw["metrics.trained_epochs"].astype(float)
-    train_images = raw["metrics.images_seen"].astype(float) / epochs
-    fraction = raw["params.dataset.val_fraction"].astype(float)
-    val_images = (train_images * fraction / (1 - fraction)).round()
-    images = epochs * (train_images + val_images)
+    images = raw["metrics.images_seen"].astype(float)
+    train_images = raw["metrics.train_images_seen"].astype(float) / epochs
+    val_images = images / epochs - train_images
     duration_s = raw["metrics.duration_s"].astype(float)
     power_w = raw["metrics.gpu_power_avg_w"].astype(float)
     frame = pd.DataFrame(
@@ -187,7 +187,7 @@ class JobFeatures:
     architecture: str
     gpu: str
     values: dict[str, float]  # the raw features (gflops, params_m, sizes, GPU specs)
-    train_images_per_epoch: int  # what the run's `images_seen` counts per epoch
+    train_images_per_epoch: int  # a run's `images_seen` per epoch is the sum of these two
     val_images_per_epoch: int
     max_epochs: int
     earliest_epochs: int  # where early stopping can fire first

@@ -2,8 +2,8 @@
 
 Energy is the GPU's, as in the study's data the estimator learns from. Per job:
 
-- J/image: PRE's estimate with its split-conformal 90% interval, per training image (the run's
-  `gpu_energy_j_per_image`);
+- J/image: PRE's estimate with its split-conformal 90% interval, per image processed in training and
+  validation passes, as the study counted them and as the run's `gpu_energy_j_per_image` does;
 - epochs: a range for early stopping. Under the study's protocol (10 + 140 epochs, patience 20)
   it is the 5th-95th percentile of the published runs' trained epochs for that architecture
   (all architectures when it is not one of the study's), with the median as the point estimate;
@@ -163,11 +163,11 @@ def _estimate(
         "_low": duration_s(predicted["ms_per_image_low"], epochs_low),
         "_high": duration_s(predicted["ms_per_image_high"], epochs_high),
     }
-    per_train_image = processed / job.train_images_per_epoch
     for suffix in ("", "_low", "_high"):
         row[f"energy_j_per_image{suffix}"] = math.nan  # only a probe on this machine measures it
-        row[f"gpu_energy_j_per_image{suffix}"] = predicted[f"j_per_image{suffix}"] * per_train_image
-        row[f"duration_ms_per_image{suffix}"] = predicted[f"ms_per_image{suffix}"] * per_train_image
+        # The prior's and the kernel ridge's per-image figures have the run metric's definition.
+        row[f"gpu_energy_j_per_image{suffix}"] = predicted[f"j_per_image{suffix}"]
+        row[f"duration_ms_per_image{suffix}"] = predicted[f"ms_per_image{suffix}"]
     for suffix in ("", "_low", "_high"):
         row[f"energy_gpu_j{suffix}"] = energy[suffix]
     for suffix in ("", "_low", "_high"):

@@ -287,6 +287,23 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
             "power_limit_w": nvml_limit_w.fillna(nominal_tdp_w),
         }
     )
+    # Before repro counted validation images (as the study did), a run's `images_seen` and every per-image
+    # figure counted training images only; such a run logged no `train_images_seen`. Its figures cannot be
+    # converted (its validation images are not on record), so it is left out rather than mixed in.
+    old_definition = metric(names.IMAGES_SEEN).notna() & metric(names.TRAIN_IMAGES_SEEN).isna()
+    if old_definition.any():
+        reason = (
+            f"per-image figures count training images only (no {names.TRAIN_IMAGES_SEEN}: recorded before "
+            "repro counted validation images as the study did); train it again"
+        )
+        excluded_parts.append(_excluded(raw[old_definition.to_numpy()], reason))
+        keep = ~old_definition.to_numpy()
+        raw, runs = raw[keep].reset_index(drop=True), runs[keep].reset_index(drop=True)
+        if runs.empty:
+            raise UserError(
+                f"{where}: every finished training run was recorded before repro counted validation images "
+                f"in its per-image figures, as the study did (no {names.TRAIN_IMAGES_SEEN}); train them again"
+            )
     # A run that saw no images has no energy per image (MLflow stores an infinite value as the largest float).
     energy = runs["energy_j_per_image"]
     no_energy_per_image = ~np.isfinite(energy) | (energy.abs() > 1e300)

@@ -227,6 +227,13 @@ def _design_notes(table: RunsTable) -> tuple[str, ...]:
     return ()
 
 
+#: What every per-image figure divides by, in the published data and in repro's runs alike.
+PER_IMAGE_NOTE = (
+    "Energy and duration per image divide by the images processed in the training and validation passes "
+    "of every trained epoch (the study's \"total seen images\")."
+)
+
+
 def medians_table(results: StudyResults) -> Table:
     """T2: medians per architecture x environment."""
     frame = results.medians.reset_index()
@@ -243,6 +250,7 @@ def medians_table(results: StudyResults) -> Table:
             Column("duration_ms_per_image", "Duration (ms/image)", "Duration (ms/image)", fixed(3)),
             Column("f1", "F1", "$F_1$", fixed(4)),
         ),
+        (PER_IMAGE_NOTE,),
     )
 
 
