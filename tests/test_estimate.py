@@ -152,3 +152,26 @@ def test_bad_input_is_one_line_and_exit_code_2(args, named, capsys, monkeypatch)
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     assert named in err, err
+
+
+@pytest.mark.slow
+def test_jobs_that_differ_only_in_the_seed_share_one_estimate(monkeypatch, capsys):
+    from repro.estimate import report
+
+    described = []
+    real = report.job_features
+    monkeypatch.setattr(
+        report, "job_features", lambda cfg, *args: described.append(cfg.seed) or real(cfg, *args)
+    )
+    rows = report.estimate_jobs(
+        ["model=mobilenet_v2", "gpu=rtx3090,rtx3070", "seed=range(0,5)"], True, ["published"], {}
+    )
+    assert len(described) == 2  # one per GPU, not one per job
+    assert len(rows) == 10 and list(rows["gpu"]) == ["rtx3090"] * 5 + ["rtx3070"] * 5
+    numbers = rows.drop(columns=["model", "gpu"])
+    assert (numbers.iloc[:5].nunique() == 1).all() and (numbers.iloc[5:].nunique() == 1).all()
+    assert not numbers.iloc[0].equals(numbers.iloc[5])
+    out = capsys.readouterr().out
+    assert "Sweep total (10 jobs)" in out and out.count("mobilenet_v2 rtx3070") == 5  # every job printed
+    total_kwh = rows["energy_gpu_j"].sum() / 3.6e6
+    assert f"Sweep total (10 jobs): {total_kwh:.4f} [" in out  # the total counts every job

@@ -25,7 +25,7 @@ import pandas as pd
 
 from repro.config import CONF_DIR
 from repro.errors import UserError
-from repro.estimate.features import JobFeatures, add_log_features, job_features, published_runs
+from repro.estimate.features import JobFeatures, add_log_features, estimate_key, job_features, published_runs
 from repro.estimate.model import Estimator, fit
 
 #: CodeCarbon's world-average carbon intensity (gCO2e/kWh), used when the job sets none.
@@ -46,15 +46,25 @@ def estimate_jobs(
     jobs = compose_jobs(overrides, multirun, CONF_DIR)
     checked: set[str] = set()
     cache: dict = {}
-    described = []
+    distinct: dict[tuple, JobFeatures] = {}  # jobs that differ only in the seed share one estimate
+    job_keys = []
     for choices, cfg in jobs:
         validate_job(cfg, check_hardware=False, already_checked=checked)  # the GPU may be elsewhere
         architecture = choices.get("model") or str(cfg.model.name)
-        described.append(job_features(cfg, architecture, cache))
+        key = estimate_key(cfg, architecture)
+        if key not in distinct:
+            distinct[key] = job_features(cfg, architecture, cache)
+        job_keys.append(key)
     runs = training_runs(sources, keys)
     estimator = fit(runs, selection=keys.get("selection", "random"))
     published_epochs = runs.loc[runs["source"] == "published", ["architecture", "epochs"]]
-    rows = pd.DataFrame([_estimate(job, estimator, published_epochs) for job in described])
+    described = list(distinct.values())
+    predicted = estimator.predict(add_log_features(pd.DataFrame([job.values for job in described])))
+    estimates = {
+        key: _estimate(job, predicted.iloc[i], estimator, published_epochs)
+        for i, (key, job) in enumerate(distinct.items())
+    }
+    rows = pd.DataFrame([estimates[key] for key in job_keys])  # one row per job, the sweep's order
     _print(rows, estimator, len(runs))
     if keys.get("csv"):
         _write_csv(rows, Path(keys["csv"]))
@@ -94,9 +104,10 @@ def epoch_range(job: JobFeatures, published_epochs: pd.DataFrame) -> tuple[int, 
     return job.max_epochs, job.earliest_epochs, job.max_epochs, "earliest early stop to the most epochs"
 
 
-def _estimate(job: JobFeatures, estimator: Estimator, published_epochs: pd.DataFrame) -> dict:
-    features = add_log_features(pd.DataFrame([job.values]))
-    predicted = estimator.predict(features).iloc[0]
+def _estimate(
+    job: JobFeatures, predicted: pd.Series, estimator: Estimator, published_epochs: pd.DataFrame
+) -> dict:
+    """One job's row, from its features and the estimator's prediction for them."""
     epochs, epochs_low, epochs_high, how = epoch_range(job, published_epochs)
     processed = job.train_images_per_epoch + job.val_images_per_epoch  # the study counted both
 
