@@ -181,3 +181,27 @@ def test_the_exact_configuration_of_the_study_gets_the_kernel_ridge_and_another_
     assert source == "published"
     measured = runs.loc[runs["architecture"].eq("resnet50") & runs["gpu"].eq("rtx3090"), "ms_per_image"]
     assert predicted["ms_per_image"] == pytest.approx(measured.median(), rel=0.1)
+
+
+@pytest.mark.slow
+def test_jobs_that_differ_only_in_the_seed_share_one_estimate(monkeypatch, capsys):
+    from repro.estimate import report
+
+    described = []
+    real = report.job_features
+    monkeypatch.setattr(
+        report, "job_features", lambda cfg, *args: described.append(cfg.seed) or real(cfg, *args)
+    )
+    rows = report.estimate_jobs(
+        ["model=mobilenet_v2", "gpu=rtx3090,rtx3070", "seed=range(0,5)"], True, ["published"], {}
+    )
+    assert len(described) == 2  # one per GPU, not one per job
+    assert len(rows) == 10 and list(rows["gpu"]) == ["rtx3090"] * 5 + ["rtx3070"] * 5
+    numbers = rows.drop(columns=["model", "gpu"])
+    assert (numbers.iloc[:5].nunique(dropna=False) == 1).all()
+    assert (numbers.iloc[5:].nunique(dropna=False) == 1).all()
+    assert not numbers.iloc[0].equals(numbers.iloc[5])
+    out = capsys.readouterr().out
+    assert "Sweep total (10 jobs)" in out and out.count("mobilenet_v2 rtx3070") == 5  # every job printed
+    total_kwh = rows["energy_gpu_j"].sum() / 3.6e6
+    assert f"Sweep total (10 jobs): {total_kwh:.4f} [" in out  # the total counts every job

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hydra import initialize_config_dir
 
 from repro.config import CONF_DIR
@@ -36,3 +37,34 @@ def test_command_line_overrides_the_experiment_sweep():
     jobs = _jobs("experiment=paper", "model=resnet18", "seed=0,1")
     assert len(jobs) == 2
     assert all("model=resnet18" in job for job in jobs)
+
+
+def test_a_sweep_over_values_composes_once_per_set_of_config_files(monkeypatch):
+    from repro import preflight
+    from repro.config import register_configs
+
+    register_configs()
+    overrides = ["model=resnet18,mobilenet_v2", "seed=range(0,3)", "training.head_lr=0.01,0.001"]
+    composed = []
+    full_compose = preflight._compose
+    monkeypatch.setattr(preflight, "_compose", lambda o: composed.append(o) or full_compose(o))
+    jobs = preflight.compose_jobs(overrides, True, CONF_DIR)
+    assert len(jobs) == 12
+    assert len(composed) == 1 + 2  # the sweep's own params, then once per model
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        each = [preflight._job(full_compose(job)) for job in _expand_jobs(overrides, True)]
+    assert [cfg for _, cfg in jobs] == each  # what composing every job in full gives
+    assert [(cfg.seed, cfg.training.head_lr) for _, cfg in jobs[:3]] == [(0, 0.01), (0, 0.001), (1, 0.01)]
+    assert {choices["model"] for choices, _ in jobs} == {"resnet18", "mobilenet_v2"}
+
+
+def test_a_value_the_schema_refuses_in_a_later_job_is_still_refused():
+    from repro.config import register_configs
+    from repro.errors import UserError
+    from repro.preflight import compose_jobs
+
+    register_configs()
+    with pytest.raises(UserError, match="seed=-1"):
+        compose_jobs(["seed=0,-1"], True, CONF_DIR)
+    with pytest.raises(UserError, match="training.head_lr"):
+        compose_jobs(["training.head_lr=0.01,fast"], True, CONF_DIR)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -119,12 +120,117 @@ def compose_jobs(overrides: list[str], multirun: bool, conf_dir: Path) -> list[t
         `UserError` on a bad override or config.
     """
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        jobs = []
-        for job_overrides in _expand_jobs(overrides, multirun):
-            cfg = _compose(job_overrides)
-            choices = {str(key): str(value) for key, value in cfg.hydra.runtime.choices.items()}
-            jobs.append((choices, _job(cfg)))
-        return jobs
+        compose_job = _JobComposer(conf_dir)
+        return [compose_job(job_overrides) for job_overrides in _expand_jobs(overrides, multirun)]
+
+
+class _JobComposer:
+    """Composes jobs, once per distinct set of config files rather than once per job.
+
+    Which files Hydra reads depends only on the config-group choices (`model=resnet50`); a plain
+    value (`seed=3`, `training.lr=0.01`) cannot change it. A job whose overrides differ from an
+    earlier job's only in such values is that job's config with the values replaced
+    (`dataclasses.replace`, so each schema's `__post_init__` checks them). That is what Hydra's
+    composition would give, provided the value has the type the schema holds and no interpolation
+    (`${...}`) in the config could read it; otherwise, and on any refusal, the job is composed in
+    full, so that errors read exactly as Hydra's.
+    """
+
+    def __init__(self, conf_dir: Path) -> None:
+        self._parser = OverridesParser.create()
+        self._bases: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[dict[str, str], Config] | None] = {}
+        # The config groups: folders of conf/ and groups of the ConfigStore, then every choice seen.
+        repo = ConfigStore.instance().repo
+        self._groups = {p.name for p in conf_dir.iterdir() if p.is_dir()} | {
+            name for name, node in repo.items() if isinstance(node, dict)
+        }
+
+    def __call__(self, overrides: list[str]) -> tuple[dict[str, str], Config]:
+        parsed = self._parser.parse_overrides(overrides)  # parsed once already by _expand_jobs
+        plain = [_is_plain_value(o) and o.key_or_group not in self._groups for o in parsed]
+        values = [o for o, is_plain in zip(parsed, plain, strict=True) if is_plain]
+        key = (
+            tuple(o.input_line or "" for o, is_plain in zip(parsed, plain, strict=True) if not is_plain),
+            tuple(o.key_or_group for o in values),
+        )
+        base = self._bases.get(key)
+        if base is not None:
+            patched = _replaced(base[1], values)
+            if patched is not None:
+                return dict(base[0]), patched
+        cfg = _compose(overrides)
+        choices = {str(k): str(v) for k, v in cfg.hydra.runtime.choices.items()}
+        self._groups |= set(choices)
+        job = _job(cfg)
+        if key not in self._bases:
+            self._bases[key] = (choices, job) if _values_replaceable(cfg, values) else None
+        return choices, job
+
+
+def _is_plain_value(override: Override) -> bool:
+    """`key=value` for a scalar value, not a config group with `/`, an addition, a deletion or Hydra's key."""
+    key = override.key_or_group
+    return (
+        not (override.is_add() or override.is_force_add() or override.is_delete())
+        and override.package is None
+        and "/" not in key
+        and not key.startswith("hydra")
+        and isinstance(override.value(), (str, int, float, bool))
+    )
+
+
+def _values_replaceable(cfg: DictConfig, values: list[Override]) -> bool:
+    """Whether the plain values of `values` can be replaced in the converted config (see `_JobComposer`)."""
+    choices = cfg.hydra.runtime.choices
+    for override in values:
+        key = override.key_or_group
+        if key in choices:
+            return False
+        node = OmegaConf.select(cfg, key, default=None)
+        if OmegaConf.is_config(node):
+            return False
+    return not _has_interpolation(cfg, skip="hydra")
+
+
+def _has_interpolation(node: Any, skip: str | None = None) -> bool:
+    if OmegaConf.is_dict(node):
+        keys = [k for k in node if k != skip]
+    elif OmegaConf.is_list(node):
+        keys = list(range(len(node)))
+    else:
+        return False
+    for key in keys:
+        if OmegaConf.is_interpolation(node, key):
+            return True
+        child = node._get_node(key)
+        if OmegaConf.is_config(child) and _has_interpolation(child):
+            return True
+    return False
+
+
+def _replaced(job: Config, values: list[Override]) -> Config | None:
+    """`job` with each plain value replaced, or None where a value's type differs from the schema's."""
+    for override in values:
+        path = override.key_or_group.split(".")
+        nodes = [job]
+        for name in path[:-1]:
+            nodes.append(getattr(nodes[-1], name, None))
+            if not dataclasses.is_dataclass(nodes[-1]):
+                return None
+        if not hasattr(nodes[-1], path[-1]):
+            return None
+        old, value = getattr(nodes[-1], path[-1]), override.value()
+        if isinstance(old, float) and type(value) is int:
+            value = float(value)  # OmegaConf's conversion for a float field
+        if type(value) is not type(old):
+            return None
+        try:
+            for node, name in zip(reversed(nodes), reversed(path), strict=True):
+                value = dataclasses.replace(node, **{name: value})
+        except UserError:
+            return None  # composed in full, for Hydra's own wording
+        job = value
+    return job
 
 
 def _parse(parser: OverridesParser, overrides: list[str]) -> list[Any]:

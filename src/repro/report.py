@@ -261,19 +261,21 @@ def _measurement(cfg: DictConfig, table: object) -> dict[str, object]:
             "CPU and RAM energy are not in the data.",
             "rows": [],
         }
-    import mlflow
+    from repro.stats.runs import PROVENANCE_TAG_PREFIX
 
-    client = mlflow.MlflowClient(tracking_uri=cfg.mlflow.tracking_uri)
-    runs = [client.get_run(run_id) for run_id in table.runs["run"]]
-    estimated = sum(r.data.tags.get("energy_estimated", "").lower() == "true" for r in runs)
+    # The loader read these tags with the runs: one row per analysed run, no second trip to the store.
+    tags = table.provenance.set_index("run").loc[table.runs["run"]]
+    estimated_tag = "energy_estimated"
+    estimated = (
+        int((tags[estimated_tag].fillna("").str.lower() == "true").sum()) if estimated_tag in tags else 0
+    )
     methods: dict[tuple[str, str], int] = {}
-    for run in runs:
-        for key, value in run.data.tags.items():
-            if key.startswith("energy.method."):
-                component = key.removeprefix("energy.method.")
-                methods[component, value] = methods.get((component, value), 0) + 1
+    for column in tags.columns:
+        if column.startswith(PROVENANCE_TAG_PREFIX):
+            for method, n in tags[column].dropna().value_counts().items():
+                methods[column.removeprefix(PROVENANCE_TAG_PREFIX), method] = int(n)
     return {
-        "summary": f"{len(runs)} runs analysed on {table.energy_basis} energy; {estimated} of them had at "
+        "summary": f"{len(tags)} runs analysed on {table.energy_basis} energy; {estimated} of them had at "
         "least one estimated component (tag energy_estimated=true).",
         "rows": [[component, method, str(n)] for (component, method), n in sorted(methods.items())],
     }
@@ -284,8 +286,10 @@ def _figures(runs: object, results: object, f1_floor: float) -> dict[str, str]:
     from repro.stats.figures import study_figures
 
     with tempfile.TemporaryDirectory() as folder:
-        paths = study_figures(runs, results, Path(folder), f1_floor)
-        return {p.stem: base64.b64encode(p.read_bytes()).decode("ascii") for p in paths if p.suffix == ".png"}
+        paths = study_figures(
+            runs, results, Path(folder), f1_floor, formats=("png",)
+        )  # the page embeds PNGs only
+        return {p.stem: base64.b64encode(p.read_bytes()).decode("ascii") for p in paths}
 
 
 def render(cfg: DictConfig) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from itertools import combinations
 
 import numpy as np
@@ -103,3 +104,16 @@ def test_shapiro_and_levene_per_group() -> None:
     shapiro = sig.shapiro(groups)
     assert [s.group for s in shapiro] == ["a", "b"] and shapiro[1].pvalue < shapiro[0].pvalue
     assert sig.levene(groups).pvalue == pytest.approx(stats.levene(groups["a"], groups["b"]).pvalue)
+
+
+def test_shapiro_above_5000_values_tests_a_fixed_subsample_without_scipys_warning() -> None:
+    values = np.random.default_rng(1).normal(size=6000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's "p-value may not be accurate for N > 5000" would raise
+        w, p, n_tested = sig.shapiro_wilk(values)
+        (result,) = sig.shapiro({"g": values})
+    subsample = np.random.default_rng(0).choice(values, 5000, replace=False)
+    assert (w, p, n_tested) == (stats.shapiro(subsample).statistic, stats.shapiro(subsample).pvalue, 5000)
+    assert (result.n, result.n_tested, result.pvalue) == (6000, 5000, p)
+    small = values[:100]
+    assert sig.shapiro_wilk(small)[:2] == (stats.shapiro(small).statistic, stats.shapiro(small).pvalue)

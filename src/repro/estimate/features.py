@@ -195,8 +195,22 @@ class JobFeatures:
     intensity_g_per_kwh: float | None
 
 
-def job_features(cfg: Config, architecture: str, complexity_cache: dict | None = None) -> JobFeatures:
-    """Describe one composed job; raise `UserError` if its GPU profile lacks specs."""
+def estimate_key(cfg: Config, architecture: str) -> tuple[str, ...]:
+    """What `job_features` reads of a job: two jobs with the same key get the same estimate.
+
+    The seed, the run's name and the tracking settings are not in it, so a sweep over seeds is
+    estimated once per configuration.
+    """
+    parts = (cfg.model, cfg.dataset, cfg.training, cfg.gpu, cfg.energy.carbon_intensity_g_per_kwh)
+    return (architecture, *(repr(part) for part in parts))
+
+
+def job_features(cfg: Config, architecture: str, cache: dict | None = None) -> JobFeatures:
+    """Describe one composed job; raise `UserError` if its GPU profile lacks specs.
+
+    `cache`, shared across a sweep's jobs, keeps each network's complexity and each data set's split
+    sizes, so that neither is computed twice.
+    """
     specs = gpu_specs(cfg.gpu)
     missing = [key for key in GPU_SPEC_KEYS if specs.get(key) is None]
     if missing:
@@ -204,8 +218,12 @@ def job_features(cfg: Config, architecture: str, complexity_cache: dict | None =
             f"gpu={cfg.gpu.name} lacks the spec(s) {', '.join(missing)} that the estimate needs; "
             f"set them in conf/gpu/{cfg.gpu.name}.yaml or on the command line (gpu.{missing[0]}=...)"
         )
-    gflops, params_m = _complexity(cfg, complexity_cache if complexity_cache is not None else {})
-    n_train, n_val = dataset_split_sizes(cfg.dataset)
+    cache = cache if cache is not None else {}
+    gflops, params_m = _complexity(cfg, cache)
+    split_key = ("split", repr(cfg.dataset))
+    if split_key not in cache:
+        cache[split_key] = dataset_split_sizes(cfg.dataset)
+    n_train, n_val = cache[split_key]
     training = cfg.training
     batch = training.batch_size
     train_per_epoch = n_train // batch * batch if training.drop_last else n_train

@@ -25,7 +25,7 @@ import pandas as pd
 
 from repro.config import CONF_DIR, Config
 from repro.errors import UserError
-from repro.estimate.features import JobFeatures, add_log_features, job_features, published_runs
+from repro.estimate.features import JobFeatures, add_log_features, estimate_key, job_features, published_runs
 from repro.estimate.model import Estimator, fit
 
 #: CodeCarbon's world-average carbon intensity (gCO2e/kWh), used when the job sets none.
@@ -58,21 +58,25 @@ def estimate_jobs(
     jobs = compose_jobs(overrides, multirun, CONF_DIR)
     checked: set[str] = set()
     cache: dict = {}
-    described = []
+    # Jobs that differ only in the seed share one estimate: the first such job's config and features.
+    distinct: dict[tuple, tuple[Config, JobFeatures]] = {}
+    job_keys = []
     for choices, cfg in jobs:
         validate_job(cfg, check_hardware=False, already_checked=checked)  # the GPU may be elsewhere
         architecture = choices.get("model") or str(cfg.model.name)
-        described.append((cfg, job_features(cfg, architecture, cache)))
+        key = estimate_key(cfg, architecture)
+        if key not in distinct:
+            distinct[key] = (cfg, job_features(cfg, architecture, cache))
+        job_keys.append(key)
     runs = training_runs(sources, keys)
     estimator = fit(runs, selection=keys.get("selection", "random"))
     published_epochs = runs.loc[runs["source"] == "published", ["architecture", "epochs"]]
-    predicted = _per_image(described, runs, estimator)
-    rows = pd.DataFrame(
-        [
-            _estimate(job, per_image, source, estimator, published_epochs)
-            for (_, job), (source, per_image) in zip(described, predicted, strict=True)
-        ]
-    )
+    predicted = _per_image(list(distinct.values()), runs, estimator)
+    estimates = {
+        key: _estimate(job, per_image, source, estimator, published_epochs)
+        for (key, (_, job)), (source, per_image) in zip(distinct.items(), predicted, strict=True)
+    }
+    rows = pd.DataFrame([estimates[key] for key in job_keys])  # one row per job, the sweep's order
     _print(rows, estimator, len(runs))
     if keys.get("csv"):
         _write_csv(rows, Path(keys["csv"]))
@@ -142,6 +146,7 @@ def _per_image(
 def _estimate(
     job: JobFeatures, predicted: pd.Series, source: str, estimator: Estimator, published_epochs: pd.DataFrame
 ) -> dict:
+    """One job's row, from its features and the per-image prediction for them (from `source`)."""
     epochs, epochs_low, epochs_high, how = epoch_range(job, published_epochs)
     processed = job.train_images_per_epoch + job.val_images_per_epoch  # the study counted both
 

@@ -1,6 +1,8 @@
 """The study's figures, drawn with matplotlib's Agg backend and saved as PNG and PDF.
 
-The files carry no creation date or software version, so the same input gives the same bytes.
+The files carry no creation date or software version, so the same input gives the same bytes. A
+scatter of more than `RASTER_POINTS` points is rasterised inside the PDF (its axes, labels and
+lines stay vector), so that a figure of 15,000 runs is written in well under a second.
 """
 
 from __future__ import annotations
@@ -22,21 +24,31 @@ from repro.stats.tables import METRIC_LABELS, arch_label  # noqa: E402
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"CreationDate": None, "Producer": None, "Creator": None}
 _DPI = 150
+FORMATS: tuple[str, ...] = ("png", "pdf")
+#: A scatter with more points than this is rasterised in vector output (a PDF).
+RASTER_POINTS = 2000
 
 
-def save(figure: plt.Figure, folder: Path, name: str) -> list[Path]:
-    """Save `figure` as NAME.png and NAME.pdf in `folder`, without timestamps, and close it.
+def save(figure: plt.Figure, folder: Path, name: str, formats: tuple[str, ...] = FORMATS) -> list[Path]:
+    """Save `figure` as NAME.<format> in `folder` for each of `formats`, without timestamps, and close it.
 
-    Tick labels that overlap in the PNG are thinned or turned (`fit_tick_labels`), and the PNG saved again.
+    Tick labels that overlap once drawn are thinned or turned (`fit_tick_labels`) before anything is saved.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    png, pdf = folder / f"{name}.png", folder / f"{name}.pdf"
-    figure.savefig(png, dpi=_DPI, metadata=_PNG_METADATA)
-    if fit_tick_labels(figure):
-        figure.savefig(png, dpi=_DPI, metadata=_PNG_METADATA)
-    figure.savefig(pdf, metadata=_PDF_METADATA)
+    figure.draw_without_rendering()
+    fit_tick_labels(figure)
+    paths = []
+    for suffix in formats:
+        path = folder / f"{name}.{suffix}"
+        if suffix == "png":
+            figure.savefig(path, dpi=_DPI, metadata=_PNG_METADATA)
+        elif suffix == "pdf":
+            figure.savefig(path, metadata=_PDF_METADATA)
+        else:
+            raise ValueError(f"unknown figure format {suffix!r}; use png or pdf")
+        paths.append(path)
     plt.close(figure)
-    return [png, pdf]
+    return paths
 
 
 def overlapping_tick_labels(figure: plt.Figure) -> list[tuple[str, str]]:
@@ -202,6 +214,7 @@ def energy_f1_pareto(runs: pd.DataFrame, results: StudyResults, f1_floor: float)
                     alpha=0.6,
                     color=f"C{colour}",
                     label=arch_label(arch),
+                    rasterized=len(subset) > RASTER_POINTS,
                 )
         front = results.pareto[panel]
         ax.step(
@@ -229,7 +242,14 @@ def energy_gflops(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(5, 3.6), layout="constrained")
     for env in results.environments:
         subset = runs[runs["environment"] == env]
-        axes.scatter(subset["gflops"], subset["energy_j_per_image"], s=10, alpha=0.6, label=env)
+        axes.scatter(
+            subset["gflops"],
+            subset["energy_j_per_image"],
+            s=10,
+            alpha=0.6,
+            label=env,
+            rasterized=len(runs) > RASTER_POINTS,
+        )
     gflops = runs["gflops"][runs["gflops"] > 0]
     if len(gflops) and gflops.max() / gflops.min() >= _LOG_RATIO:
         axes.set_xscale("log")
@@ -309,8 +329,14 @@ def interaction_lines(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
     return figure
 
 
-def study_figures(runs: pd.DataFrame, results: StudyResults, folder: Path, f1_floor: float) -> list[Path]:
-    """Draw and save every figure of the study; returns the paths written."""
+def study_figures(
+    runs: pd.DataFrame,
+    results: StudyResults,
+    folder: Path,
+    f1_floor: float,
+    formats: tuple[str, ...] = FORMATS,
+) -> list[Path]:
+    """Draw and save every figure of the study in `formats`; returns the paths written."""
     with plt.rc_context({"svg.hashsalt": "repro", "pdf.compression": 6}):
         paths = []
         for metric, name in (
@@ -319,9 +345,9 @@ def study_figures(runs: pd.DataFrame, results: StudyResults, folder: Path, f1_fl
             ("duration_ms_per_image", "f3_duration_bars"),
             ("f1", "f4_f1_bars"),
         ):
-            paths += save(median_bars(runs, results, metric), folder, name)
-        paths += save(energy_f1_pareto(runs, results, f1_floor), folder, "f5_energy_f1_pareto")
-        paths += save(energy_gflops(runs, results), folder, "f6_energy_gflops")
-        paths += save(energy_boxes(runs, results), folder, "f7_energy_boxes")
-        paths += save(interaction_lines(runs, results), folder, "f8_interaction")
+            paths += save(median_bars(runs, results, metric), folder, name, formats)
+        paths += save(energy_f1_pareto(runs, results, f1_floor), folder, "f5_energy_f1_pareto", formats)
+        paths += save(energy_gflops(runs, results), folder, "f6_energy_gflops", formats)
+        paths += save(energy_boxes(runs, results), folder, "f7_energy_boxes", formats)
+        paths += save(interaction_lines(runs, results), folder, "f8_interaction", formats)
     return paths

@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from repro.stats import significance as sig
+
 #: The three effects of a two-way design, in table order.
 EFFECTS: tuple[str, ...] = ("architecture", "environment", "architecture:environment")
 
@@ -50,7 +52,8 @@ class SubDesign:
         architectures, environments: the levels in the sub-design (every pair ran).
         n: runs analysed; cell_sizes: runs per (architecture, environment) cell.
         anova, art, srh: one `EffectRow` per effect in `EFFECTS` order.
-        shapiro_w, shapiro_p: Shapiro-Wilk on the parametric ANOVA's residuals.
+        shapiro_w, shapiro_p: Shapiro-Wilk on the parametric ANOVA's residuals (on `shapiro_n` of
+            them: a random 5000 when there are more, `repro.stats.significance.shapiro_wilk`).
         levene_p: Levene's test (median-centred) of equal variances across the cells.
         art_sums_of_squares: the sums of squares ART read, "II" or "III" (see `art_anova`).
     """
@@ -66,6 +69,7 @@ class SubDesign:
     shapiro_p: float
     levene_p: float
     art_sums_of_squares: str = "II"
+    shapiro_n: int = 0
 
     @property
     def assumptions_hold(self) -> bool:
@@ -286,7 +290,7 @@ def analyse_subdesign(
     ).sort_values(["_a", "_e", "run"], kind="stable")
     frame = frame.drop(columns=["_a", "_e"]).reset_index(drop=True)
     anova, residuals = two_way_anova(frame, metric)
-    shapiro = stats.shapiro(residuals)
+    shapiro_w, shapiro_p, shapiro_n = sig.shapiro_wilk(residuals)
     cells = [group[metric].to_numpy(float) for _, group in frame.groupby(["architecture", "environment"])]
     levene = stats.levene(*cells, center="median")
     sizes = frame.groupby(["architecture", "environment"]).size()
@@ -298,10 +302,11 @@ def analyse_subdesign(
         anova=anova,
         art=art_anova(frame, metric, art_sums_of_squares),
         srh=scheirer_ray_hare(frame, metric),
-        shapiro_w=float(shapiro.statistic),
-        shapiro_p=float(shapiro.pvalue),
+        shapiro_w=shapiro_w,
+        shapiro_p=shapiro_p,
         levene_p=float(levene.pvalue),
         art_sums_of_squares=art_sums_of_squares,
+        shapiro_n=shapiro_n,
     )
 
 

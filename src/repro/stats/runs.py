@@ -17,6 +17,7 @@ import pandas as pd
 
 from repro import names
 from repro.errors import UserError
+from repro.stats.mlflow_sql import Keys, Runs
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,36 @@ _EXCLUSIONS_REQUIRED = ("training environment", "architecture", "run", "reason")
 OUTLIER_POLICIES = ("none", "iqr3")
 #: Metrics that the `iqr3` policy screens, as the authors did by hand (energy and GPU usage).
 OUTLIER_METRICS: tuple[str, ...] = (names.ENERGY_J_PER_IMAGE, names.GPU_USAGE_PCT)
+#: Tags that say how a run's energy was obtained; the report counts them (`RunsTable.provenance`).
+PROVENANCE_TAG_PREFIX = names.energy_method_tag("")
+#: What `load_mlflow` reads of a run, and nothing else: what the tables, the study's factors and the
+#: report's measurement section use.
+MLFLOW_KEYS = Keys(
+    tags=(
+        names.TAG_MODEL,
+        names.TAG_GPU,
+        names.TAG_KIND,
+        "mlflow.parentRunId",
+        names.TAG_DEVICE_NAME,
+        names.TAG_DEVICE_POWER_LIMIT_W,
+        names.TAG_ENERGY_ESTIMATED,
+    ),
+    params=(names.PARAM_GPU_LABEL, names.PARAM_GPU_TDP_W),
+    metrics=(
+        names.ENERGY_J_PER_IMAGE,
+        names.GPU_ENERGY_J_PER_IMAGE,
+        names.GPU_USAGE_PCT,
+        names.DURATION_MS_PER_IMAGE,
+        names.F1,
+        names.ACCURACY,
+        names.GFLOPS,
+        names.PARAMS_M,
+        names.IMAGES_SEEN,
+        names.TRAIN_IMAGES_SEEN,  # its absence marks a run recorded under the old per-image definition
+        names.PAUSED_S,  # a paused run is left out, its pause billed as training
+    ),
+    tag_prefixes=(PROVENANCE_TAG_PREFIX,),
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +122,8 @@ class RunsTable:
         source: a short description of where the runs came from.
         parent_runs: how many sweep parent runs were skipped (they are not training runs, so they are
             not in `excluded`).
+        provenance: MLflow runs only: how each run's energy was obtained, column `run` and the run's
+            `energy_estimated` and `energy.method.*` tags (None where the run lacks one).
     """
 
     runs: pd.DataFrame
@@ -98,6 +131,7 @@ class RunsTable:
     energy_basis: str
     source: str
     parent_runs: int = 0
+    provenance: pd.DataFrame | None = None
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...] | list[str], where: str, hint: str) -> None:
@@ -192,10 +226,24 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
     `gpu_energy_j_per_image` when every run has it, else `energy_j_per_image`. The power limit is
     NVML's (`device.power_limit_w`) where the run recorded one, else the profile's nominal TDP.
     Sweep parent runs are counted in `parent_runs`, not listed as excluded.
+
+    Only the keys in `MLFLOW_KEYS` are read: from a SQL store with a narrow query
+    (`repro.stats.mlflow_sql`), from any other store (or when that adapter declines) page by page
+    through MLflow's client.
     """
-    import mlflow  # only this source needs it, and it is slow to import
+    from repro.stats import mlflow_sql
 
     _check_readable(tracking_uri)
+    read = mlflow_sql.read_runs(tracking_uri, experiment, MLFLOW_KEYS, parent_run_id)
+    if read is None:
+        read = _client_read(tracking_uri, experiment, parent_run_id)
+    return _tidy_mlflow(_wide(read), tracking_uri, experiment, parent_run_id)
+
+
+def _client_read(tracking_uri: str, experiment: str, parent_run_id: str | None) -> Runs:
+    """The runs through MLflow's client (any store), a page at a time, keeping only `MLFLOW_KEYS`."""
+    import mlflow
+
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     try:
         found = client.get_experiment_by_name(experiment)
@@ -212,16 +260,65 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
     if parent_run_id:
         _check_parent_run(client, parent_run_id, found.experiment_id, experiment)
     filter_string = f"tags.mlflow.parentRunId = '{parent_run_id}'" if parent_run_id else ""
-    mlflow.set_tracking_uri(tracking_uri)
-    raw = mlflow.search_runs(
-        experiment_ids=[found.experiment_id], filter_string=filter_string, output_format="pandas"
+    keys = MLFLOW_KEYS
+    read, token = Runs(), None
+    while True:
+        page = client.search_runs(
+            [found.experiment_id], filter_string, max_results=_CLIENT_PAGE_RUNS, page_token=token
+        )
+        for run in page:
+            run_id = run.info.run_id
+            read.info.append((run_id, run.info.status, run.info.start_time))
+            for key, value in run.data.tags.items():
+                if key in keys.tags or key.startswith(keys.tag_prefixes):
+                    read.values.setdefault(f"tags.{key}", {})[run_id] = value
+            for kind, wanted, data in (
+                ("params", keys.params, run.data.params),
+                ("metrics", keys.metrics, run.data.metrics),
+            ):
+                for key in wanted:
+                    if key in data:
+                        read.values.setdefault(f"{kind}.{key}", {})[run_id] = data[key]
+        token = page.token
+        if not token:
+            return read
+
+
+_CLIENT_PAGE_RUNS = 1000
+
+
+def _wide(read: Runs) -> pd.DataFrame:
+    """One row per run, as `mlflow.search_runs` lays them out, sorted by start time then run id.
+
+    Text columns (tags, params) are built as `mlflow.search_runs` builds them (a list with None where a
+    run lacks the key, its dtype inferred by pandas), metrics are floats with NaN.
+    """
+    ids = [run_id for run_id, _, _ in read.info]
+    raw = pd.DataFrame(
+        {
+            "run_id": ids,
+            "status": [status for _, status, _ in read.info],
+            "start_time": pd.Series([start for _, _, start in read.info], dtype=float),
+        }
     )
+    for column in sorted(read.values):
+        found = read.values[column]
+        if column.startswith("metrics."):
+            raw[column] = np.array([found.get(run_id, np.nan) for run_id in ids], dtype=float)
+        else:
+            raw[column] = [found.get(run_id) for run_id in ids]  # the dtype pandas infers, as search_runs
+    return raw.sort_values(["start_time", "run_id"], kind="stable").reset_index(drop=True)
+
+
+def _tidy_mlflow(
+    raw: pd.DataFrame, tracking_uri: str, experiment: str, parent_run_id: str | None
+) -> RunsTable:
+    """The runs table from the wide frame of `_wide`."""
     where = f"MLflow experiment {experiment!r}" + (f" (parent run {parent_run_id})" if parent_run_id else "")
     if raw.empty:
         raise UserError(
             f"{where} has no runs; train some with `python -m repro.train` or fix the experiment name"
         )
-    raw = raw.sort_values(["start_time", "run_id"], kind="stable").reset_index(drop=True)
 
     model_tag, gpu_tag = f"tags.{names.TAG_MODEL}", f"tags.{names.TAG_GPU}"
     is_job = raw[model_tag].notna() if model_tag in raw else pd.Series(False, index=raw.index)
@@ -304,6 +401,16 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
                 f"{where}: every finished training run was recorded before repro counted validation images "
                 f"in its per-image figures, as the study did (no {names.TRAIN_IMAGES_SEEN}); train them again"
             )
+    tag_columns = [c for c in raw if c.startswith("tags.")]
+    provenance_columns = [
+        c
+        for c in tag_columns
+        if c.removeprefix("tags.") == names.TAG_ENERGY_ESTIMATED
+        or c.removeprefix("tags.").startswith(PROVENANCE_TAG_PREFIX)
+    ]
+    provenance = pd.concat(
+        [runs[["run"]], raw[provenance_columns].rename(columns=lambda c: c.removeprefix("tags."))], axis=1
+    )
     # A run that saw no images has no energy per image (MLflow stores an infinite value as the largest float).
     energy = runs["energy_j_per_image"]
     no_energy_per_image = ~np.isfinite(energy) | (energy.abs() > 1e300)
@@ -312,6 +419,7 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
         reason = "no finite energy per image (no images seen)"
         excluded_parts.append(_excluded(raw[no_energy_per_image], reason))
         runs = runs[~no_energy_per_image].reset_index(drop=True)
+        provenance = provenance[~no_energy_per_image].reset_index(drop=True)
         if runs.empty:
             raise UserError(f"{where} has no run with a finite energy per image (did any run see images?)")
     excluded = pd.concat(excluded_parts, ignore_index=True) if excluded_parts else _no_exclusions()
@@ -329,6 +437,7 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
         "GPU only" if use_gpu_energy else "whole machine",
         f"MLflow {tracking_uri}, experiment {experiment!r}",
         parent_runs,
+        provenance,
     )
 
 
@@ -389,6 +498,7 @@ def apply_outlier_policy(table: RunsTable, policy: str) -> RunsTable:
         table.energy_basis,
         table.source,
         table.parent_runs,
+        table.provenance,
     )
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from repro.stats.analyses import Comparison, StudyResults
 from repro.stats.runs import RunsTable
+from repro.stats.significance import SHAPIRO_MAX_N, ShapiroResult
 
 #: How the tables name the study's architectures and metrics; other names are shown as they are.
 ARCHITECTURE_LABELS: dict[str, str] = {
@@ -365,8 +366,19 @@ def comparison_tables(prefix: str, question: str, comparisons: tuple[Comparison,
                 Column("shapiro_w", "W", "$W$", fixed(4)),
                 Column("shapiro_p", "p", "$p$", pvalue),
             ),
+            _subsample_note([s for c in comparisons for s in c.shapiro if s.n_tested < s.n]),
         ),
     ]
+
+
+def _subsample_note(subsampled: list[ShapiroResult]) -> tuple[str, ...]:
+    """The note for groups that Shapiro-Wilk tested on a subsample (its p-value is not valid above 5000)."""
+    if not subsampled:
+        return ()
+    return (
+        f"Shapiro-Wilk's p-value is not valid above {SHAPIRO_MAX_N} values: {len(subsampled)} group(s) "
+        f"larger than that were tested on a random subsample of {SHAPIRO_MAX_N} of their runs (seed 0).",
+    )
 
 
 _PAIR_KEYS = ("metric", "a", "b", "n_a", "n_b", "dunn_holm_p", "games_howell_p", "cliffs_delta", "magnitude")
@@ -526,8 +538,14 @@ def interaction_table(results: StudyResults) -> Table:
         )
         notes.append(
             f"S{number}: the parametric ANOVA's assumptions {verdict}: Shapiro-Wilk on its residuals "
-            f"W = {sub.shapiro_w:.3f}, p = {pvalue(sub.shapiro_p)}; Levene (median) across the "
-            f"{len(sub.cell_sizes)} cells p = {pvalue(sub.levene_p)}."
+            f"W = {sub.shapiro_w:.3f}, p = {pvalue(sub.shapiro_p)}"
+            + (
+                f" (on a random subsample of {sub.shapiro_n} of its {sub.n} residuals, seed 0: "
+                f"Shapiro-Wilk's p-value is not valid above {SHAPIRO_MAX_N})"
+                if sub.shapiro_n < sub.n
+                else ""
+            )
+            + f"; Levene (median) across the {len(sub.cell_sizes)} cells p = {pvalue(sub.levene_p)}."
         )
     if not rows:
         rows.append({"subdesign": "none", "effect": ""})
