@@ -50,7 +50,15 @@ def test_cpu_run_windows_metrics_and_provenance(tmp_path: Path) -> None:
     total = monitor.stop()
 
     assert total.total_j > 0 and set(total.energy_j) == {"cpu", "ram"}, "no GPU here: no GPU key, not a 0"
-    assert sum(w.total_j for w in windows) == pytest.approx(total.total_j, rel=0.02)
+    windows_j = sum(w.total_j for w in windows)
+    between_s = total.duration_s - sum(w.duration_s for w in windows)  # the moments between windows
+    tags = monitor.provenance_tags()
+    if _RAPL_READABLE:
+        assert windows_j == pytest.approx(total.total_j, rel=0.02)
+    else:  # the windows hold the run's energy but for what the moments between them can hold, at most
+        # the assumed full power; a busy machine stretches those moments, so they are bounded, not ignored
+        max_power_w = float(tags["energy.assumed_cpu_tdp_w"]) + float(tags["energy.assumed_ram_power_w"])
+        assert total.total_j * 0.99 - max_power_w * between_s <= windows_j <= total.total_j * 1.01
     assert all(monitor.epoch_metrics(w)["epoch_energy_j"] > 0 for w in windows)
     assert "epoch_gpu_energy_j" not in monitor.epoch_metrics(windows[0])
 
@@ -63,7 +71,6 @@ def test_cpu_run_windows_metrics_and_provenance(tmp_path: Path) -> None:
     assert metrics["idle_power_w"] == idle_w > 0
     assert metrics["energy_net_j"] == pytest.approx(total.total_j - idle_w * total.duration_s)
 
-    tags = monitor.provenance_tags()
     if _RAPL_READABLE:
         assert tags["energy.method.cpu"] == "rapl"
     else:  # this machine: CodeCarbon estimates the CPU from its TDP and load
