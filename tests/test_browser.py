@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import REPO_ROOT, cli
+from tests.support import REPO_ROOT
 
 from repro.ui_url import runs_page_url
 
@@ -87,15 +87,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def finished_sweep(smoke_overrides: list[str], tracking_uri: str, tmp_path: Path, cli_env) -> str:
-    """A store holding one finished sweep of two jobs, made by the real command line."""
-    result = subprocess.run(
-        cli("-m", "model=mobilenet_v2,resnet18", *smoke_overrides, "energy.lock=false",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}"),
-        cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tracking_uri
+def finished_sweep(finished_sweep_once) -> str:
+    """A store holding one finished sweep of two jobs, made by the real command line (once a session)."""
+    return finished_sweep_once.tracking_uri
 
 
 @pytest.fixture
@@ -127,6 +121,7 @@ def mlflow_ui(finished_sweep: str, tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("finished_sweep")
 def test_mlflow_runs_page_lists_the_sweeps_child_runs(browser, mlflow_ui: int) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(runs_page_url("127.0.0.1", mlflow_ui, "1"))
