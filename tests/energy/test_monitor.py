@@ -91,7 +91,6 @@ def test_cpu_run_windows_metrics_and_provenance(tmp_path: Path) -> None:
     assert float(row["energy_consumed"]) * 3.6e6 == pytest.approx(total.total_j, rel=0.02)
 
 
-@pytest.mark.slow
 def test_energy_so_far_survives_an_exception(tmp_path: Path) -> None:
     monitor = create_monitor(_cfg(carbon_intensity_g_per_kwh=None, country_iso_code="ESP"), CPU, tmp_path)
     monitor.start()
@@ -107,7 +106,6 @@ def test_energy_so_far_survives_an_exception(tmp_path: Path) -> None:
     assert float(tags["energy.carbon_intensity_g_per_kwh"]) > 0
 
 
-@pytest.mark.slow
 def test_gpu_run_logs_every_gpu_figure(tmp_path: Path, fake_gpu, monkeypatch) -> None:
     gpu = fake_gpu()
     monkeypatch.setattr(nvml, "open_nvml_device", gpu.source)
@@ -131,7 +129,6 @@ def test_gpu_run_logs_every_gpu_figure(tmp_path: Path, fake_gpu, monkeypatch) ->
     assert {p.name for p in monitor.artifact_paths()} == {"emissions.csv", "gpu_trace.csv"}
 
 
-@pytest.mark.slow
 def test_codecarbon_that_does_not_really_start_is_an_error(tmp_path: Path, monkeypatch) -> None:
     from codecarbon import OfflineEmissionsTracker
 
@@ -192,7 +189,6 @@ def test_bad_config_is_a_user_error(tmp_path: Path, overrides: dict, message: st
     assert list(tmp_path.iterdir()) == [], "validation has no side effects"
 
 
-@pytest.mark.slow
 def test_codecarbon_error_reaches_the_user(tmp_path: Path, monkeypatch) -> None:
     from codecarbon.emissions_tracker import BaseEmissionsTracker
 
