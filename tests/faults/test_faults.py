@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from tests.faults.helpers import MlflowServer, children, epoch_values, parents, runs, start_job, wait_for
-from tests.support import run_cli
 
 from repro import loop, train
 from repro.energy import lock as lock_module
@@ -470,17 +469,20 @@ def test_the_mlflow_database_on_a_full_disk_spools_the_run_and_one_command_impor
 
 
 def test_codecarbon_unable_to_write_its_csv_stops_the_job_before_training_in_one_line(
-    smoke_overrides, tracking_uri, tmp_path, fault_env
+    smoke_overrides, tracking_uri, tmp_path, monkeypatch, capfd
 ):
     """Its file is written from the start, so a job whose energy file cannot be written never trains."""
     run_dir = tmp_path / "run"
     (run_dir / "energy" / "emissions.csv").mkdir(parents=True)  # a folder where CodeCarbon writes its file
-    result = run_cli(*smoke_overrides, f"hydra.run.dir={run_dir}", env=fault_env)
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
+    monkeypatch.setattr(sys, "argv", ["repro-train", *smoke_overrides, f"hydra.run.dir={run_dir}"])
+    with pytest.raises(SystemExit) as stopped:  # repro-train's main, in-process: not a test of the process
+        train.main()
+    stderr = capfd.readouterr().err
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr[-3000:]
     assert "emissions.csv" in errors[0] and "codecarbon" in errors[0]
-    assert result.returncode == 2
+    assert stopped.value.code == 2
     (recorded,) = runs(tracking_uri)
     assert recorded.info.status == "FAILED"  # never FINISHED in silence
     assert "emissions.csv" in recorded.data.tags["repro.end_reason"]
