@@ -7,9 +7,10 @@ MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 MLFLOW_ARGS ?=
 # pytest-xdist workers for `make test`: most tests wait on a subprocess, a server or a heartbeat, so
-# two workers pay even on two cores. 0 runs the suite in one process.
+# two workers pay even on two cores. 0 runs the suite in one process. A file's tests share a worker
+# (--dist loadfile), so one worker starts the one SLURM cluster (xdist_group is ignored under pytest 9.2).
 TEST_WORKERS ?= auto
-PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast lint ui paper-tables report estimation-tables mlflow-server replication config-docs

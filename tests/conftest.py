@@ -133,10 +133,7 @@ class FinishedSweep:
 
 @pytest.fixture(scope="session")
 def finished_sweep_once(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> FinishedSweep:
-    """One such sweep for the whole session, for the tests that only read it (never write to its store).
-
-    Under `pytest -n`, mark those tests `xdist_group("finished_sweep")` so that one worker trains it.
-    """
+    """One such sweep for the session (one per worker under `pytest -n`), for tests that only read it."""
     from tests.support import REPO_ROOT, cli
 
     root = tmp_path_factory.mktemp("finished-sweep")

@@ -121,7 +121,6 @@ def mlflow_ui(finished_sweep: str, tmp_path: Path) -> Iterator[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("finished_sweep")
 def test_mlflow_runs_page_lists_the_sweeps_child_runs(browser, mlflow_ui: int) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(runs_page_url("127.0.0.1", mlflow_ui, "1"))

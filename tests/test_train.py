@@ -85,7 +85,6 @@ def test_multiclass_digits_train_with_macro_metrics(compose_config, tracking_uri
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("finished_sweep")
 def test_sweep_makes_a_parent_run_with_one_child_per_job(finished_sweep_once):
     sweep = finished_sweep_once  # trained once a session; this test only reads it
     sweep_dir, tracking_uri, result = sweep.sweep_dir, sweep.tracking_uri, sweep.result

@@ -17,8 +17,6 @@ from tests.slurm.cluster import SlurmCluster
 from tests.slurm.conftest import TEST_CONF_DIR
 from tests.support import REPO_ROOT, cli
 
-pytestmark = pytest.mark.xdist_group("slurm")  # under `pytest -n`, one worker starts the one cluster
-
 #: One line of the launcher's end-of-sweep summary: number, profile, SLURM id, state, outcome.
 SUMMARY_LINE = re.compile(r"#(\d+)\s+(\S+)\s+slurm (\S+)\s+(\S+)\s+(ok|failed)\s")
 
