@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 MLFLOW_ARGS ?=
+# pytest-xdist workers for `make test`: most tests wait on a subprocess, a server or a heartbeat, so
+# two workers pay even on two cores. 0 runs the suite in one process. A file's tests share a worker
+# (--dist loadfile), so one worker starts the one SLURM cluster (xdist_group is ignored under pytest 9.2).
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast lint ui paper-tables report estimation-tables mlflow-server replication config-docs
@@ -27,11 +32,11 @@ run: $(STAMP) ## the default sweep: two models, quick preset, bundled digits, CP
 	@echo "Open the runs with:  make ui"
 	@$(BIN)/python -m repro.ui_url --uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 
-test: $(STAMP) ## the whole test suite (slow and SLURM tests included)
-	$(BIN)/python -m pytest
+test: $(STAMP) ## the whole test suite (slow and SLURM tests included), on every core (TEST_WORKERS=0: one process)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP) ## the tests not marked slow or slurm
-	$(BIN)/python -m pytest -m "not slow and not slurm"
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow and not slurm"
 
 lint: $(STAMP) ## ruff
 	$(BIN)/ruff check src tests benchmarks

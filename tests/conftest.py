@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,6 +27,19 @@ def _private_measurement_lock(tmp_path_factory: pytest.TempPathFactory) -> None:
     them fail with "another measured job is running". Subprocesses inherit the variable.
     """
     os.environ["REPRO_LOCK_DIR"] = str(tmp_path_factory.mktemp("lock"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cores_shared_among_workers() -> None:
+    """Under `pytest -n N`, each worker's jobs train on its share of the cores, not on all of them.
+
+    N jobs each spinning on every core make each several times slower (see repro.threads). Only the
+    default is set (OMP_NUM_THREADS, which `training.threads=null` follows, and subprocesses inherit);
+    tests of that default set their own.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, len(os.sched_getaffinity(0)) // workers))
 
 
 @pytest.fixture(autouse=True)
@@ -49,9 +65,26 @@ def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data-cache")
 
 
+@pytest.fixture(scope="session")
+def _empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its schema and nothing else, made once and copied for each test.
+
+    Making the schema takes dozens of migrations, each synced to disk: seconds per test on a busy disk.
+    """
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def tracking_uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def tracking_uri(tmp_path: Path, request: pytest.FixtureRequest, _empty_store: Path) -> str:
+    """The test's own SQLite store, schema made; `@pytest.mark.store_absent` leaves the file unmade."""
+    db = tmp_path / "mlflow.db"
+    if request.node.get_closest_marker("store_absent") is None:
+        shutil.copyfile(_empty_store, db)
+    return f"sqlite:///{db}"
 
 
 @pytest.fixture
@@ -79,7 +112,37 @@ def compose_config(smoke_overrides: list[str]) -> Callable[..., DictConfig]:
 @pytest.fixture
 def cli_env() -> dict[str, str]:
     """Environment for running the CLI in a subprocess: unbuffered, no colour, no terminal."""
+    return _cli_env()
+
+
+def _cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     env.pop("HYDRA_FULL_ERROR", None)
     return env
+
+
+@dataclass(frozen=True)
+class FinishedSweep:
+    """A sweep of two smoke jobs (mobilenet_v2, resnet18) that the real command line ran to its end."""
+
+    tracking_uri: str
+    sweep_dir: Path
+    result: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def finished_sweep_once(tmp_path_factory: pytest.TempPathFactory, data_cache: Path) -> FinishedSweep:
+    """One such sweep for the session (one per worker under `pytest -n`), for tests that only read it."""
+    from tests.support import REPO_ROOT, cli
+
+    root = tmp_path_factory.mktemp("finished-sweep")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    overrides = ["experiment=smoke", f"tracking.uri={tracking_uri}", f"dataset.cache_dir={data_cache}",
+                 "energy=codecarbon", "energy.lock=false"]  # fmt: skip
+    result = subprocess.run(
+        cli("-m", "model=mobilenet_v2,resnet18", *overrides, f"hydra.sweep.dir={root / 'sweep'}"),
+        cwd=REPO_ROOT, env=_cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return FinishedSweep(tracking_uri, root / "sweep", result)

@@ -72,6 +72,7 @@ def test_bad_dataset_folder(monkeypatch, capsys, smoke_overrides, tmp_path, case
         assert "broken.png" in err
 
 
+@pytest.mark.store_absent
 def test_a_bad_job_late_in_a_sweep_stops_everything_before_training(
     monkeypatch, capsys, smoke_overrides, tmp_path
 ):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from tests.support import REPO_ROOT, cli
+from tests.support import REPO_ROOT
 from tests.test_report import first_sweep_report
 
 from repro.ui_url import main as ui_url_main
@@ -135,15 +135,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def finished_sweep(smoke_overrides: list[str], tracking_uri: str, tmp_path: Path, cli_env) -> str:
-    """A store holding one finished sweep of two jobs, made by the real command line."""
-    result = subprocess.run(
-        cli("-m", "model=mobilenet_v2,resnet18", *smoke_overrides, "energy.lock=false",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}"),
-        cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tracking_uri
+def finished_sweep(finished_sweep_once) -> str:
+    """A store holding one finished sweep of two jobs, made by the real command line (once a session)."""
+    return finished_sweep_once.tracking_uri
 
 
 @pytest.fixture

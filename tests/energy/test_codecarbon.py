@@ -51,7 +51,6 @@ def test_epoch_windows_add_up_to_the_run_total(tmp_path: Path) -> None:
     assert meter.intensity_g_per_kwh == pytest.approx(232.0)
 
 
-@pytest.mark.slow
 def test_what_only_codecarbon_s_internals_say(tmp_path: Path) -> None:
     """Fails, naming the version, on a CodeCarbon release that changed what `read_internals` reads."""
     version = codecarbon_version()
@@ -91,7 +90,6 @@ def test_an_emissions_file_it_cannot_write_stops_the_job_at_start(tmp_path: Path
     assert not (tmp_path / "elsewhere.csv").exists(), "nothing written through the link"
 
 
-@pytest.mark.slow
 def test_an_emissions_file_that_fails_at_stop_keeps_the_measurement(tmp_path: Path) -> None:
     """A full disk at the end must not cost the run its energy: the error comes after the measurement."""
     import shutil

@@ -50,7 +50,15 @@ def test_cpu_run_windows_metrics_and_provenance(tmp_path: Path) -> None:
     total = monitor.stop()
 
     assert total.total_j > 0 and set(total.energy_j) == {"cpu", "ram"}, "no GPU here: no GPU key, not a 0"
-    assert sum(w.total_j for w in windows) == pytest.approx(total.total_j, rel=0.02)
+    windows_j = sum(w.total_j for w in windows)
+    between_s = total.duration_s - sum(w.duration_s for w in windows)  # the moments between windows
+    tags = monitor.provenance_tags()
+    if _RAPL_READABLE:
+        assert windows_j == pytest.approx(total.total_j, rel=0.02)
+    else:  # the windows hold the run's energy but for what the moments between them can hold, at most
+        # the assumed full power; a busy machine stretches those moments, so they are bounded, not ignored
+        max_power_w = float(tags["energy.assumed_cpu_tdp_w"]) + float(tags["energy.assumed_ram_power_w"])
+        assert total.total_j * 0.99 - max_power_w * between_s <= windows_j <= total.total_j * 1.01
     assert all(monitor.epoch_metrics(w)["epoch_energy_j"] > 0 for w in windows)
     assert "epoch_gpu_energy_j" not in monitor.epoch_metrics(windows[0])
 
@@ -63,7 +71,6 @@ def test_cpu_run_windows_metrics_and_provenance(tmp_path: Path) -> None:
     assert metrics["idle_power_w"] == idle_w > 0
     assert metrics["energy_net_j"] == pytest.approx(total.total_j - idle_w * total.duration_s)
 
-    tags = monitor.provenance_tags()
     if _RAPL_READABLE:
         assert tags["energy.method.cpu"] == "rapl"
     else:  # this machine: CodeCarbon estimates the CPU from its TDP and load
@@ -84,7 +91,6 @@ def test_cpu_run_windows_metrics_and_provenance(tmp_path: Path) -> None:
     assert float(row["energy_consumed"]) * 3.6e6 == pytest.approx(total.total_j, rel=0.02)
 
 
-@pytest.mark.slow
 def test_energy_so_far_survives_an_exception(tmp_path: Path) -> None:
     monitor = create_monitor(_cfg(carbon_intensity_g_per_kwh=None, country_iso_code="ESP"), CPU, tmp_path)
     monitor.start()
@@ -100,7 +106,6 @@ def test_energy_so_far_survives_an_exception(tmp_path: Path) -> None:
     assert float(tags["energy.carbon_intensity_g_per_kwh"]) > 0
 
 
-@pytest.mark.slow
 def test_gpu_run_logs_every_gpu_figure(tmp_path: Path, fake_gpu, monkeypatch) -> None:
     gpu = fake_gpu()
     monkeypatch.setattr(nvml, "open_nvml_device", gpu.source)
@@ -124,7 +129,6 @@ def test_gpu_run_logs_every_gpu_figure(tmp_path: Path, fake_gpu, monkeypatch) ->
     assert {p.name for p in monitor.artifact_paths()} == {"emissions.csv", "gpu_trace.csv"}
 
 
-@pytest.mark.slow
 def test_codecarbon_that_does_not_really_start_is_an_error(tmp_path: Path, monkeypatch) -> None:
     from codecarbon import OfflineEmissionsTracker
 
@@ -185,7 +189,6 @@ def test_bad_config_is_a_user_error(tmp_path: Path, overrides: dict, message: st
     assert list(tmp_path.iterdir()) == [], "validation has no side effects"
 
 
-@pytest.mark.slow
 def test_codecarbon_error_reaches_the_user(tmp_path: Path, monkeypatch) -> None:
     from codecarbon.emissions_tracker import BaseEmissionsTracker
 

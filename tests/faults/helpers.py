@@ -50,7 +50,7 @@ def runs(uri: str, experiment: str = "repro", ready: Path | None = None) -> list
 def wait_for(
     condition: Callable[[], bool],
     what: str,
-    deadline_s: float = 240,
+    deadline_s: float = 600,  # for a hung job, not a speed limit: a loaded machine may take minutes
     poll_s: float = 0.5,
     job: subprocess.Popen[str] | None = None,
 ) -> None:

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import mlflow
+import pytest
 from mlflow.tracking import MlflowClient
-from tests.faults.helpers import runs
+from tests.faults.helpers import runs, wait_for
 
-from repro import reconcile
+from repro import names, reconcile, train
 from repro.spool import RunSpool
 from repro.train import JobContext, run
 
@@ -58,29 +59,69 @@ def _heartbeat_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name.startswith("mlflow-heartbeat")]
 
 
+@pytest.fixture
+def queued_beats(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The value of every heartbeat a `RunSpool` queues from now on, in order."""
+    beats: list[float] = []
+    real_set_tags = RunSpool.set_tags
+
+    def _set_tags(self: RunSpool, tags) -> None:  # noqa: ANN001
+        if names.TAG_HEARTBEAT in tags:
+            beats.append(float(tags[names.TAG_HEARTBEAT]))
+        real_set_tags(self, tags)
+
+    monkeypatch.setattr(RunSpool, "set_tags", _set_tags)
+    return beats
+
+
 def test_the_heartbeat_beats_while_the_run_records_and_stops_at_its_end(
-    compose_config, tracking_uri: str, tmp_path: Path
+    compose_config, tracking_uri: str, tmp_path: Path, monkeypatch, queued_beats: list[float]
 ) -> None:
+    # Long enough by construction, on any machine: each epoch ends only once the heartbeat has been
+    # renewed after the epoch's own end, and not before the beats are 3 s apart from the run's first.
+    real_on_epoch_end = train._EpochRecorder.on_epoch_end
+    after_last_epoch: list[float] = []
+
+    def _on_epoch_end_then_wait_for_beats(self: train._EpochRecorder, record) -> None:  # noqa: ANN001
+        real_on_epoch_end(self, record)
+        beaten = len(queued_beats)
+        wait_for(
+            lambda: len(queued_beats) > beaten and queued_beats[-1] >= queued_beats[0] + 3,
+            "a heartbeat after the epoch's end, 3 s after the first",
+            deadline_s=60,
+            poll_s=0.05,
+        )
+        after_last_epoch[:] = queued_beats[beaten:]
+
+    monkeypatch.setattr(train._EpochRecorder, "on_epoch_end", _on_epoch_end_then_wait_for_beats)
     run(compose_config("tracking.heartbeat_s=0.2"), JobContext(output_dir=tmp_path / "job"))
 
-    assert _heartbeat_threads() == []
+    assert _heartbeat_threads() == []  # stopped at the end
     (recorded,) = runs(tracking_uri)
     assert recorded.info.status == "FINISHED"
     assert recorded.data.tags["repro.heartbeat_s"] == "0.2"
     last_beat_s = float(recorded.data.tags["repro.heartbeat"])
     start_s, end_s = recorded.info.start_time / 1000, recorded.info.end_time / 1000
-    assert end_s - start_s > 2  # long enough for the check below to mean something
-    assert end_s - 2 < last_beat_s <= end_s + 1  # renewed until the end, not only at the start
+    assert end_s - start_s > 2  # long enough for the checks below to mean something
+    assert last_beat_s == queued_beats[-1]  # the last beat queued reached the store
+    assert after_last_epoch and last_beat_s >= after_last_epoch[0]  # renewed past the last epoch's end
+    assert last_beat_s >= queued_beats[0] + 3  # not only at the start
+    assert last_beat_s <= end_s + 1  # and never after the run ended (beats are rounded to the second)
 
 
-def test_the_heartbeat_costs_a_negligible_share_of_a_core(tracking_uri: str, tmp_path: Path) -> None:
+def test_the_heartbeat_costs_a_negligible_share_of_a_core(
+    tracking_uri: str, tmp_path: Path, queued_beats: list[float]
+) -> None:
     run_id = _running_run(tracking_uri)
-    period_s, beating_s = 0.05, 3.0
-    cpu_before = time.process_time()
-    sink = RunSpool(tracking_uri, run_id, tmp_path / "spool.jsonl", heartbeat_s=period_s)
-    time.sleep(beating_s)
+    sink = RunSpool(tracking_uri, run_id, tmp_path / "spool.jsonl", heartbeat_s=0.05)
+    # The CPU time of the two threads a heartbeat costs (the beating one and the delivering one), not
+    # of the whole process: other tests' threads may still be winding down in it.
+    clocks = [time.pthread_getcpuclockid(thread.ident) for thread in (sink._beat_thread, sink._thread)]
+    wait_for(lambda: len(queued_beats) >= 40, "40 heartbeats", deadline_s=120, poll_s=0.05)
+    cpu_s = sum(time.clock_gettime(clock) for clock in clocks)
+    beaten = len(queued_beats)
     assert sink.close(timeout_s=10) is None
-    cpu_per_beat_s = (time.process_time() - cpu_before) / (beating_s / period_s)
+    cpu_per_beat_s = cpu_s / beaten
     share_at_default = cpu_per_beat_s / 30  # the default tracking.heartbeat_s
     print(f"heartbeat: {cpu_per_beat_s * 1000:.2f} ms CPU per beat, {share_at_default:.4%} of a core at 30 s")
     assert share_at_default < 0.001
