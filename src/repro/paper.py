@@ -39,7 +39,7 @@ def _output_dirs(cfg: DictConfig) -> tuple[Path, Path]:
 def run(cfg: DictConfig) -> list[Path]:
     """Read the runs, analyse them and write every table (and figure); returns the files written."""
     from repro.stats.analyses import analyse
-    from repro.stats.runs import apply_outlier_policy, load_mlflow, load_published
+    from repro.stats.runs import apply_outlier_policy, check_readable, load_mlflow, load_published
     from repro.stats.tables import study_tables
 
     started = time.perf_counter()
@@ -53,14 +53,16 @@ def run(cfg: DictConfig) -> list[Path]:
     check_output_folder(tables_dir, "tables_dir")  # before any work, and before any table is written
     if cfg.figures:
         check_output_folder(figures_dir, "figures_dir")
-    log.info("[1/4] reading runs (source=%s)", cfg.source)
-    if cfg.source == "published":
-        table = load_published(_path(cfg.published_path), _path(cfg.exclusions_path))
-    else:
+    if cfg.source == "mlflow":
         if not cfg.mlflow.experiment:
             raise UserError(
                 "source=mlflow needs mlflow.experiment=NAME (the experiment your training runs went to)"
             )
+        check_readable(cfg.mlflow.tracking_uri)  # a damaged store is one error line, before any progress line
+    log.info("[1/4] reading runs (source=%s)", cfg.source)
+    if cfg.source == "published":
+        table = load_published(_path(cfg.published_path), _path(cfg.exclusions_path))
+    else:
         table = load_mlflow(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.parent_run_id)
     table = apply_outlier_policy(table, cfg.outlier_policy)
     log.info(

@@ -126,9 +126,9 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     """
     import mlflow
 
-    from repro.stats.runs import _check_readable
+    from repro.stats.runs import check_readable
 
-    _check_readable(tracking_uri)
+    check_readable(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

@@ -408,9 +408,9 @@ def step_runs_from_mlflow(
         return None, "no MLflow store given (estimate.tracking_uri and estimate.experiment)"
     import mlflow
 
-    from repro.stats.runs import _check_readable
+    from repro.stats.runs import check_readable
 
-    _check_readable(tracking_uri)
+    check_readable(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

@@ -233,7 +233,7 @@ def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = 
     """
     from repro.stats import mlflow_sql
 
-    _check_readable(tracking_uri)
+    check_readable(tracking_uri)
     read = mlflow_sql.read_runs(tracking_uri, experiment, MLFLOW_KEYS, parent_run_id)
     if read is None:
         read = _client_read(tracking_uri, experiment, parent_run_id)
@@ -532,7 +532,7 @@ def _no_exclusions() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=str) for name in EXCLUDED_COLUMNS})
 
 
-def _check_readable(uri: str) -> None:
+def check_readable(uri: str) -> None:
     """Fail in one line when the store cannot be read; unlike writing, reading must not create it."""
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
