@@ -283,6 +283,7 @@ def test_a_database_url_without_its_driver_names_the_package(monkeypatch, capsys
     assert "pip install 'psycopg" in err and ":p@" not in err  # the password is not printed
 
 
+@pytest.mark.store_absent
 @pytest.mark.parametrize(
     ("override", "named"),
     [
