@@ -32,23 +32,24 @@ RASTER_POINTS = 2000
 def save(figure: plt.Figure, folder: Path, name: str, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Save `figure` as NAME.<format> in `folder` for each of `formats`, without timestamps, and close it.
 
-    Tick labels that overlap once drawn are thinned or turned (`fit_tick_labels`) before anything is saved.
+    Tick labels that overlap in the PNG are thinned or turned (`fit_tick_labels`), and the PNG saved again.
     """
+    unknown = [suffix for suffix in formats if suffix not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown figure format {unknown[0]!r}; use png or pdf")
     folder.mkdir(parents=True, exist_ok=True)
-    figure.draw_without_rendering()
-    fit_tick_labels(figure)
-    paths = []
-    for suffix in formats:
-        path = folder / f"{name}.{suffix}"
-        if suffix == "png":
-            figure.savefig(path, dpi=_DPI, metadata=_PNG_METADATA)
-        elif suffix == "pdf":
-            figure.savefig(path, metadata=_PDF_METADATA)
-        else:
-            raise ValueError(f"unknown figure format {suffix!r}; use png or pdf")
-        paths.append(path)
+    paths = {suffix: folder / f"{name}.{suffix}" for suffix in formats}
+    if "png" in paths:
+        figure.savefig(paths["png"], dpi=_DPI, metadata=_PNG_METADATA)
+        if fit_tick_labels(figure):
+            figure.savefig(paths["png"], dpi=_DPI, metadata=_PNG_METADATA)
+    else:
+        figure.draw_without_rendering()
+        fit_tick_labels(figure)
+    if "pdf" in paths:
+        figure.savefig(paths["pdf"], metadata=_PDF_METADATA)
     plt.close(figure)
-    return paths
+    return list(paths.values())
 
 
 def overlapping_tick_labels(figure: plt.Figure) -> list[tuple[str, str]]:
