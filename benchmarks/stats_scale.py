@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(tempfile.gettempdir()) / "repro-stats-scale"
+CACHE = Path(tempfile.gettempdir()) / "repro-stats-scale-v2"  # v2: runs record train_images_seen
+#: Metrics copied without noise: a model's size and the images a run processed do not vary by seed.
+_EXACT_METRICS = ("gflops", "params_m", "images_seen", "train_images_seen")
 EXPERIMENT = "scale"
 #: The study's five architectures and three environments (conf/model, conf/gpu).
 ARCHITECTURES = ("mobilenet_v2", "nasnet_mobile", "resnet50", "vgg16", "xception")
@@ -102,6 +104,7 @@ def _template_fields(architecture: str, gpu: str, rng: np.random.Generator) -> t
             names.GFLOPS: [0.6, 1.1, 8.2, 30.9, 16.8][arch_index],
             names.PARAMS_M: [1.3, 4.8, 26.1, 14.7, 22.9][arch_index],
             names.IMAGES_SEEN: 50_000.0,
+            names.TRAIN_IMAGES_SEEN: 35_000.0,
             names.TRAINED_EPOCHS: float(_EPOCHS),
         }
     )
@@ -204,7 +207,7 @@ def build_store(n_runs: int) -> Path:
                     new[run_col] = run_id
                     if start_col is not None:
                         new[start_col] = 10 + i
-                    if value_col is not None and new[key_col] not in ("gflops", "params_m", "images_seen"):
+                    if value_col is not None and new[key_col] not in _EXACT_METRICS:
                         factor = (
                             noise[zlib.crc32(new[key_col].encode()) % 64]
                             if new[key_col] != "f1"

@@ -16,10 +16,10 @@ from repro import names
 FIRST_SWEEP_JOBS: tuple[tuple[str, dict[str, float]], ...] = (
     ("mobilenet_v2", {names.ENERGY_J_PER_IMAGE: 0.8200, names.F1: 0.5970, names.ACCURACY: 0.5500,
                       names.GFLOPS: 0.00391488, names.PARAMS_M: 0.688961, names.DURATION_MS_PER_IMAGE: 97.18,
-                      names.IMAGES_SEEN: 3771}),
+                      names.IMAGES_SEEN: 3771, names.TRAIN_IMAGES_SEEN: 2640}),
     ("resnet18", {names.ENERGY_J_PER_IMAGE: 0.8497, names.F1: 0.6212, names.ACCURACY: 0.5800,
                   names.GFLOPS: 0.0371, names.PARAMS_M: 11.18, names.DURATION_MS_PER_IMAGE: 101.4,
-                  names.IMAGES_SEEN: 3771}),
+                  names.IMAGES_SEEN: 3771, names.TRAIN_IMAGES_SEEN: 2640}),
 )  # fmt: skip
 
 

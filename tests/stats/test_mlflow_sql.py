@@ -69,6 +69,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
             names.GFLOPS: 0.3 if model == "mobilenet_v2" else 4.1,
             names.PARAMS_M: 3.5,
             names.IMAGES_SEEN: 1000.0,
+            names.TRAIN_IMAGES_SEEN: 700.0,
             names.DURATION_S: 12.0,  # a metric the analysis does not read
         }
         if i == 7:
