@@ -43,6 +43,21 @@ def _cores_shared_among_workers() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_sweep_left_open() -> Iterator[None]:
+    """Forget the sweeps a test ran in-process left open or skipped (repro.tracking keeps them per process).
+
+    A command owns its process, so `main()` closes every sweep it opened; a test that stops one midway
+    (or only builds a callback) would otherwise hand it to the next in-process sweep on the same worker,
+    whose `finish_open_sweeps` then reports that earlier sweep's unfinished jobs as its own.
+    """
+    from repro import tracking
+
+    yield
+    tracking._ACTIVE_SWEEPS.clear()
+    tracking._SKIPPED.clear()
+
+
+@pytest.fixture(autouse=True)
 def _logging_as_it_was() -> Iterator[None]:
     """Undo the logging set-up of a job run in-process (Hydra's job logging adds stream handlers).
 
