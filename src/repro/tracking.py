@@ -218,7 +218,27 @@ def open_store(uri: str) -> None:
     so the second waits for the first, then finds the tables made. A store SQLite cannot open fails at
     once, naming the file, instead of after MLflow's ten retries (about 100 s).
     """
+    with _store_lock(uri):
+        if not uri.startswith("sqlite:///"):
+            return
+        db_path = Path(uri.removeprefix("sqlite:///"))
+        try:
+            with closing(sqlite3.connect(db_path, timeout=30)) as connection:
+                connection.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.Error as error:
+            raise UserError(f"tracking.uri={uri}: SQLite cannot open {db_path} ({error})") from None
+        with _mlflow_quiet():
+            MlflowClient(uri).search_experiments(max_results=1)  # MLflow creates and migrates its tables
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive `flock` on a SQLite store's folder, so that jobs starting at once write it one by one.
+
+    Nothing to lock for a server, which serialises its own writes.
+    """
     if not uri.startswith("sqlite:///"):
+        yield
         return
     db_path = Path(uri.removeprefix("sqlite:///"))
     try:
@@ -227,13 +247,7 @@ def open_store(uri: str) -> None:
         raise UserError(f"tracking.uri={uri}: its folder cannot be opened ({error.strerror})") from None
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
-        try:
-            with closing(sqlite3.connect(db_path, timeout=30)) as connection:
-                connection.execute("PRAGMA schema_version").fetchone()
-        except sqlite3.Error as error:
-            raise UserError(f"tracking.uri={uri}: SQLite cannot open {db_path} ({error})") from None
-        with _mlflow_quiet():
-            MlflowClient(uri).search_experiments(max_results=1)  # MLflow creates and migrates its tables
+        yield
     finally:
         os.close(folder)  # releases the flock
 
@@ -256,17 +270,25 @@ def _open_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it if needed."""
     open_store(uri)
     mlflow.set_tracking_uri(uri)
+    # Under the store's lock: jobs starting at once would both create the experiment, or both add its
+    # tags, and the second insert fails on SQLite's unique key.
     try:
-        found = mlflow.set_experiment(experiment)
-        if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            MlflowClient(uri).set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-        ui_views.write_views(MlflowClient(uri), found.experiment_id, found.tags)  # a warning at worst
-        return found.experiment_id
+        with _store_lock(uri):
+            return _create_or_tag_experiment(uri, experiment)
     except mlflow.exceptions.MlflowException as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(
             f"tracking.experiment={experiment!r} cannot be opened in {uri}: {first_line}"
         ) from None
+
+
+def _create_or_tag_experiment(uri: str, experiment: str) -> str:
+    """The experiment's id, created if needed, with repro's kind tag and saved views."""
+    found = mlflow.set_experiment(experiment)
+    if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        MlflowClient(uri).set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    ui_views.write_views(MlflowClient(uri), found.experiment_id, found.tags)  # a warning at worst
+    return found.experiment_id
 
 
 def flatten_config(cfg: Config) -> dict[str, str]:
