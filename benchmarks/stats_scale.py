@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CACHE = Path(tempfile.gettempdir()) / "repro-stats-scale-v2"  # v2: runs record train_images_seen
+CACHE = Path(tempfile.gettempdir()) / "repro-stats-scale-v3"  # v3: runs record train_images_seen, paused_s 0
 #: Metrics copied without noise: a model's size and the images a run processed do not vary by seed.
 _EXACT_METRICS = ("gflops", "params_m", "images_seen", "train_images_seen")
 EXPERIMENT = "scale"
@@ -105,6 +105,7 @@ def _template_fields(architecture: str, gpu: str, rng: np.random.Generator) -> t
             names.PARAMS_M: [1.3, 4.8, 26.1, 14.7, 22.9][arch_index],
             names.IMAGES_SEEN: 50_000.0,
             names.TRAIN_IMAGES_SEEN: 35_000.0,
+            names.PAUSED_S: 0.0,  # not stopped while it trained
             names.TRAINED_EPOCHS: float(_EPOCHS),
         }
     )
