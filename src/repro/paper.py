@@ -38,7 +38,7 @@ def _output_dirs(cfg: DictConfig) -> tuple[Path, Path]:
 
 def run(cfg: DictConfig) -> list[Path]:
     """Read the runs, analyse them and write every table (and figure); returns the files written."""
-    from repro.stats.analyses import analyse
+    from repro.stats.analyses import analyse_as_configured
     from repro.stats.runs import apply_outlier_policy, check_readable, load_mlflow, load_published
     from repro.stats.tables import study_tables
 
@@ -71,14 +71,7 @@ def run(cfg: DictConfig) -> list[Path]:
         len(table.excluded),
         table.parent_runs,
     )
-    results = analyse(
-        table.runs,
-        cfg.environment,
-        cfg.architecture,
-        cfg.min_group_size,
-        cfg.f1_floor,
-        art_sums_of_squares=cfg.art_sums_of_squares,
-    )
+    results = analyse_as_configured(table.runs, cfg)
     log.info("[3/4] writing tables to %s", tables_dir)
     written = [path for t in study_tables(table, results) for path in t.write(tables_dir)]
     if cfg.figures:

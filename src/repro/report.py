@@ -296,7 +296,7 @@ def render(cfg: DictConfig) -> str:
     """Read the runs, analyse them, and return the report's HTML."""
     import jinja2
 
-    from repro.stats.analyses import analyse
+    from repro.stats.analyses import analyse_as_configured
     from repro.stats.runs import apply_outlier_policy, load_mlflow, load_published
     from repro.stats.tables import interaction_table, study_tables
 
@@ -306,14 +306,7 @@ def render(cfg: DictConfig) -> str:
         table = load_mlflow(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.parent_run_id)
     table = apply_outlier_policy(table, cfg.outlier_policy)
     log.info("[2/3] analysing %d runs (%d left out)", len(table.runs), len(table.excluded))
-    results = analyse(
-        table.runs,
-        cfg.environment,
-        cfg.architecture,
-        cfg.min_group_size,
-        cfg.f1_floor,
-        art_sums_of_squares=cfg.art_sums_of_squares,
-    )
+    results = analyse_as_configured(table.runs, cfg)
     tables = {t.name: _html_table(t) for t in study_tables(table, results)}
     tables["t7_interaction"] = _html_table(interaction_table(results))
     log.info("[3/3] drawing the figures and writing the page")

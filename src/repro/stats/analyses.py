@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -384,4 +385,16 @@ def analyse(
             min_cell=min_group_size,
             art_sums_of_squares=art_sums_of_squares,
         ),
+    )
+
+
+def analyse_as_configured(runs: pd.DataFrame, cfg: Any) -> StudyResults:
+    """`analyse` with the choices of a `repro.paper` or `repro.report` config (`PaperConfig`)."""
+    return analyse(
+        runs,
+        cfg.environment,
+        cfg.architecture,
+        cfg.min_group_size,
+        cfg.f1_floor,
+        art_sums_of_squares=cfg.art_sums_of_squares,
     )
