@@ -238,12 +238,17 @@ def _measure(command: list[str], repo: Path) -> tuple[float, float, float, str]:
     return wall, cpu_s, peak_mb, stdout + stderr
 
 
+# Peak memory is the process's own high-water mark (VmHWM in /proc/self/status), not getrusage's ru_maxrss:
+# Linux carries ru_maxrss across exec, so a child started by a parent that once held 1.4 GB (this script,
+# after building a store) reported 1.4 GB however little it used itself.
 _RSS_WRAPPER = (
-    "import resource, runpy, sys; sys.argv = sys.argv[1:]; "
+    "import os, resource, runpy, sys; sys.argv = sys.argv[1:]; "
     'exec(\'try:\\n runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)\\n'
     "except SystemExit as e:\\n  code = e.code\\nelse:\\n  code = 0'); "
     "u = resource.getrusage(resource.RUSAGE_SELF); "
-    "print('PEAK_RSS_KB', u.ru_maxrss, 'CPU_S', u.ru_utime + u.ru_stime); sys.exit(code)"
+    "status = '/proc/self/status'; "
+    "hwm = [l.split()[1] for l in open(status) if l.startswith('VmHWM:')] if os.path.exists(status) else []; "
+    "print('PEAK_RSS_KB', hwm[0] if hwm else u.ru_maxrss, 'CPU_S', u.ru_utime + u.ru_stime); sys.exit(code)"
 )
 
 

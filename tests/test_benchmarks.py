@@ -28,3 +28,21 @@ def test_throughput_refuses_what_it_cannot_measure(args: list[str], named: str) 
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert named in done.stderr
     assert done.stdout == ""  # no table was started
+
+
+def test_stats_scale_reports_the_measured_process_own_peak_memory() -> None:
+    """A parent that once held 400 MB must not lend that peak to the small child it measures.
+
+    Linux carries getrusage's ru_maxrss across exec; the benchmark reported 1.4 GB for repro.paper
+    runs that peaked at 0.43 GB, because the benchmark itself had just built a store.
+    """
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        import stats_scale
+    finally:
+        sys.path.pop(0)
+    held = bytearray(400 * 1024 * 1024)
+    held[:: 4096] = b"\1" * len(held[::4096])  # touch every page, so they count as resident
+    _, _, peak_mb, _ = stats_scale._measure(stats_scale._module("calendar", "2026"), REPO_ROOT)
+    del held
+    assert 0 < peak_mb < 200
