@@ -13,7 +13,8 @@ from hydra.core.config_store import ConfigStore
 from mlflow.tracking import MlflowClient
 
 from repro import data
-from repro.config import CONF_DIR, DatasetConfig, register_configs
+from repro.composition import register_configs
+from repro.config import CONF_DIR, DatasetConfig
 from repro.data import DatasetSource, Labels, build_data, dataset_config, register_dataset, validate_dataset
 from repro.data.registry import _SOURCES
 from repro.errors import UserError

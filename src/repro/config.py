@@ -1,4 +1,4 @@
-"""Dataclass schemas behind every config group, registered in Hydra's ConfigStore.
+"""Dataclass schemas behind every config group, stored in Hydra's ConfigStore by `repro.composition`.
 
 A typo or a wrong type in a YAML file or an override fails when Hydra composes the config, before
 any training starts. `MISSING` marks values a group file must set; `None` means "the library's
@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from repro.errors import UserError
@@ -227,10 +226,6 @@ class EnergyConfig:
 
     def __post_init__(self) -> None:
         check_finite(self, "energy")
-        if _given(self.meters):
-            from repro.energy.registry import check_names  # the meters' registry
-
-            check_names(self.meters)
         if _given(self.sample_interval_s) and self.sample_interval_s <= 0:
             raise UserError(f"energy.sample_interval_s={self.sample_interval_s} must be positive, e.g. 1.0")
         for key in ("warmup_s", "cooldown_s", "baseline_s"):
@@ -384,7 +379,8 @@ def job_config(cfg: DictConfig | Config) -> Config:
     return OmegaConf.to_object(cfg)
 
 
-_GROUP_SCHEMAS = {
+#: The schema under each config group; `repro.composition` stores them, with the plugins' own.
+GROUP_SCHEMAS = {
     "model": ModelConfig,
     "dataset": DatasetConfig,
     "training": TrainingConfig,
@@ -392,15 +388,3 @@ _GROUP_SCHEMAS = {
     "gpu": GpuConfig,
     "tracking": TrackingConfig,
 }
-
-
-def register_configs() -> None:
-    """Put every schema in the ConfigStore; group YAMLs name theirs in their defaults list."""
-    store = ConfigStore.instance()
-    store.store(name="config_schema", node=Config)
-    for group, schema in _GROUP_SCHEMAS.items():
-        store.store(group=group, name=f"{group}_schema", node=schema)
-    import repro.energy.meters  # noqa: F401  (each meter stores its schema as energy/<name>_schema)
-    from repro.data import store_schemas  # each data set's own schema, dataset/<name>_schema
-
-    store_schemas()

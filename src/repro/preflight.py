@@ -351,6 +351,10 @@ def validate_job(
         seen.add(key)
         return True
 
+    if once(f"meter-names:{list(cfg.energy.meters)}"):
+        from repro.energy.registry import check_names  # the meters' registry; repro.config imports no plugin
+
+        check_names(list(cfg.energy.meters))
     if once(f"dataset:{cfg.dataset!r}"):
         from repro.data import validate_dataset
 

@@ -32,7 +32,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from repro import loop, names, reconcile, tracking
-from repro.config import CONF_DIR, Config, job_config, register_configs
+from repro.composition import register_configs
+from repro.config import CONF_DIR, Config, job_config
 from repro.data import DataBundle, build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
 from repro.energy.projection import EnergyProjection

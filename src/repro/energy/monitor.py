@@ -35,9 +35,11 @@ class Window:
 def create_monitor(cfg: EnergyConfig, device: torch.device, output_dir: Path) -> EnergyMonitor:
     """An unstarted monitor for the job's energy config (its schema checked its values when converted).
 
-    An optional meter (`NAME-if-available`, or `nvml-if-gpu`) is dropped here when it says it cannot
-    measure on `device`, and at `start` when it fails to start; a meter named plainly stops the job.
+    The meters' registry checks the names here (and in preflight, before any job starts). An optional
+    meter (`NAME-if-available`, or `nvml-if-gpu`) is dropped here when it says it cannot measure on
+    `device`, and at `start` when it fails to start; a meter named plainly stops the job.
     """
+    check_names(cfg.meters)
     resolved: list[str] = []
     optional: set[str] = set()
     for entry in cfg.meters:
