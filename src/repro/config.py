@@ -236,14 +236,6 @@ class EnergyConfig:
             raise UserError(
                 f"energy.carbon_intensity_g_per_kwh={intensity} is negative; give gCO2e/kWh, e.g. 232"
             )
-        if _given(self.country_iso_code) and self.country_iso_code is not None:
-            from codecarbon.input import DataSource  # the grid data the intensity is looked up in
-
-            if self.country_iso_code not in DataSource().get_global_energy_mix_data():
-                raise UserError(
-                    f"energy.country_iso_code={self.country_iso_code!r} is not a country CodeCarbon knows; "
-                    "use a 3-letter ISO code such as ESP, FRA or USA"
-                )
         for key in ("budget_j", "budget_gco2"):
             value = getattr(self, key)
             if _given(value) and value is not None and value <= 0:

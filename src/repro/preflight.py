@@ -351,10 +351,10 @@ def validate_job(
         seen.add(key)
         return True
 
-    if once(f"meter-names:{list(cfg.energy.meters)}"):
-        from repro.energy.registry import check_names  # the meters' registry; repro.config imports no plugin
+    if once(f"energy:{cfg.energy.meters}:{cfg.energy.country_iso_code}"):
+        from repro.energy import check_energy_config  # needs the plugins, which repro.config never imports
 
-        check_names(list(cfg.energy.meters))
+        check_energy_config(cfg.energy)
     if once(f"dataset:{cfg.dataset!r}"):
         from repro.data import validate_dataset
 
