@@ -58,9 +58,9 @@ def stripes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     store = ConfigStore.instance()
     monkeypatch.setattr(store, "repo", copy.deepcopy(store.repo))
     register_dataset("stripes")(Stripes)
-    register_configs()  # stores dataset/stripes_schema
+    register_configs()  # stores stripes_schema
     (tmp_path / "conf" / "dataset").mkdir(parents=True)
-    (tmp_path / "conf" / "dataset" / "stripes.yaml").write_text("defaults:\n  - stripes_schema\n")
+    (tmp_path / "conf" / "dataset" / "stripes.yaml").write_text("defaults:\n  - /stripes_schema\n")
     return tmp_path / "conf"
 
 

@@ -93,7 +93,7 @@ class DatasetConfig:
     """Where images come from and how they are prepared: the keys every source shares.
 
     Each source (`repro.data.<name>`) subclasses this with its own keys and registers the subclass as
-    its schema, `dataset/<name>_schema`, which the source's YAML file names.
+    its schema, `<name>_schema`, which the source's YAML file names as `- /<name>_schema`.
     """
 
     name: str = MISSING  # the source: one of the options, each registered in repro.data

@@ -312,7 +312,7 @@ def _compose(overrides: list[str]) -> DictConfig:
 def _unknown_option_message(error: MissingConfigException) -> str:
     missing = error.missing_cfg_file or ""
     group, _, option = missing.rpartition("/")
-    options = [name for name in (error.options or []) if not name.endswith("_schema")]
+    options = list(error.options or [])
     if group and options:
         return f"unknown option {group}={option}; known {group} options: {', '.join(sorted(options))}"
     return f"invalid configuration: {_one_line(error)}"
