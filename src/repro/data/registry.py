@@ -4,7 +4,8 @@ A source is a `DatasetSource` subclass in a module of its own, decorated with `@
 its `config` is a dataclass subclass of `DatasetConfig` whose `name` defaults to NAME and which holds
 the source's own keys. `repro.composition` puts each schema in Hydra's ConfigStore as
 `<NAME>_schema`, so a YAML file names it in its defaults list (`- /<NAME>_schema`) and a key the
-source lacks fails at composition. `build_data` and `validate_dataset` find the source from `dataset.name` here.
+source lacks fails at composition. `build_data` and `validate_dataset` find the source from
+`dataset.name` here.
 """
 
 from __future__ import annotations
