@@ -48,3 +48,15 @@ def test_a_broken_contract_fails_and_names_the_import_chain(tmp_path: Path) -> N
     assert result.returncode == 1
     assert "loop imports no torch BROKEN" in result.stdout
     assert "repro.loop -> torch" in result.stdout
+
+
+def test_the_repo_root_is_computed_in_one_place() -> None:
+    from repro.paths import repo_root
+
+    assert (repo_root() / "pyproject.toml").is_file() and (repo_root() / "src" / "repro").is_dir()
+    computed = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "src" / "repro").rglob("*.py"))
+        if "Path(__file__).resolve().parents[" in path.read_text()
+    ]
+    assert computed == ["src/repro/paths.py"]

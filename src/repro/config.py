@@ -10,16 +10,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from repro.errors import UserError
+from repro.paths import repo_root
 
 #: The YAML config groups. The package is installed editable (`pip install -e .`), so they are
 #: read from the checkout, next to `src/`.
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = repo_root() / "conf"
 
 #: `model.head` options: GAP + one linear layer, or the study's dense head.
 HEADS = ("linear", "study")

@@ -34,7 +34,7 @@ from repro import names, reconcile, ui_views
 from repro.config import Config
 from repro.errors import UserError, exit_on_user_error
 from repro.hydra_adapter import job_exception
-from repro.paths import check_output_folder, writable_folder
+from repro.paths import check_output_folder, repo_root, writable_folder
 from repro.spool import SPOOL_FILE, RunSpool
 from repro.sweep_summary import JobRow, summary_lines
 from repro.ui_url import ui_link
@@ -53,7 +53,7 @@ EXPERIMENT_KIND = "custom_model_development"
 RUN_NOTE_TAG = "mlflow.note.content"
 #: The per-epoch chart logged with every run.
 EPOCH_FIGURE = "epoch_energy_f1.png"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = repo_root()
 
 
 def check_tracking_uri(uri: str) -> None:
