@@ -590,6 +590,22 @@ class SweepCallback(Callback):
 _SKIPPED: list[Any] = []
 
 
+def finished_before(cfg: Config, config_hash: str) -> Any | None:
+    """The resume decision, in one call: the FINISHED run that makes this job unnecessary, or None.
+
+    Opens the store (created once, under a lock, however many jobs start), ends the runs of jobs that
+    died, then with `resume=true` looks for a run of the same config (`reconcile.resume_decision`); a
+    run found is noted for the sweep's summary.
+    """
+    uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
+    open_store(uri)
+    reconcile.end_dead_runs(uri, experiment)
+    done = reconcile.resume_decision(cfg, uri, experiment, config_hash)
+    if done is not None:
+        note_skipped(done)
+    return done
+
+
 def note_skipped(earlier_run: Any) -> None:
     """Record that a job was skipped because `earlier_run` already FINISHED with its config."""
     _SKIPPED.append(earlier_run)
