@@ -103,8 +103,7 @@ def end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
             raise ConnectionError(sink.last_error or "MLflow did not take every record in time")
         mlflow.end_run(status=status)  # pops the run locally even when the server is away
     except Exception as error:  # the server is away: keep the status with the spooled records
-        if mlflow.active_run() is not None:
-            mlflow.tracking.fluent._active_run_stack.get().pop()
+        tracking.forget_active_run()
         sink.append_to_spool([{"kind": "status", "status": status, "end_time": int(time.time() * 1000)}])
         how = f"this run's last records are in {sink.spool_path}; "
         if sink.store_full and sink.uri.startswith("sqlite:///"):

@@ -381,11 +381,17 @@ def log_params(params: Mapping[str, str]) -> None:
         mlflow.log_params(dict(items[start : start + 100]))
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    """Log finite metrics; NaN (e.g. AUC on a one-class validation set) is left out, not faked."""
-    finite = {key: float(value) for key, value in metrics.items() if value is not None and value == value}
-    if finite:
-        mlflow.log_metrics(finite, step=step)
+def forget_active_run() -> None:
+    """Drop this process's active run without a word to the store, which cannot be reached.
+
+    The run's status then waits in the job's spool file (`repro.spool`); the next job of the process
+    must not open its run nested in this one. MLflow has no public call for it: this pops the
+    private per-thread stack `mlflow.tracking.fluent._active_run_stack` (mlflow 2.16 to 3.x, the
+    range pyproject.toml pins); tests/test_tracking_adapter.py names the installed version when the
+    member changes.
+    """
+    if mlflow.active_run() is not None:
+        mlflow.tracking.fluent._active_run_stack.get().pop()
 
 
 def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: str) -> dict[str, str]:
