@@ -38,8 +38,9 @@ test: $(STAMP) ## the whole test suite (slow and SLURM tests included), on every
 test-fast: $(STAMP) ## the tests not marked slow or slurm
 	$(BIN)/python -m pytest $(PYTEST_PARALLEL) -m "not slow and not slurm"
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and the import contracts of .importlinter (the layers)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports --no-cache
 
 ui: $(STAMP) ## the MLflow UI on the embedded store; prints the URL of the experiment's energy view
 	@$(BIN)/python -m repro.ui_url --uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)

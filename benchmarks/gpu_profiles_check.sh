@@ -13,7 +13,8 @@ resolve() {  # profile -> prints the device and its tags, exit code of resolve_d
   "$python" - "$1" <<'PY'
 import sys
 from hydra import compose, initialize_config_dir
-from repro.config import CONF_DIR, register_configs
+from repro.composition import register_configs
+from repro.config import CONF_DIR
 from repro.environments import resolve_device
 from repro.errors import exit_on_user_error
 

@@ -49,7 +49,8 @@ _EPOCHS = 5
 def _template_fields(architecture: str, gpu: str, rng: np.random.Generator) -> tuple[dict, dict, dict]:
     """(params, tags, final metrics) of one training run of `architecture` on the `gpu` profile."""
     from repro import names
-    from repro.config import CONF_DIR, register_configs
+    from repro.composition import register_configs
+    from repro.config import CONF_DIR
     from repro.preflight import compose_jobs
     from repro.tracking import flatten_config
 

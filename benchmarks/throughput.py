@@ -112,7 +112,8 @@ def _dataset_config(args: argparse.Namespace) -> DatasetConfig:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from repro.config import CONF_DIR, register_configs
+    from repro.composition import register_configs
+    from repro.config import CONF_DIR
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -157,7 +158,8 @@ def bare_loop(args: argparse.Namespace) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from repro.config import CONF_DIR, DatasetConfig, register_configs
+    from repro.composition import register_configs
+    from repro.config import CONF_DIR, DatasetConfig
     from repro.data import build_data
 
     register_configs()

@@ -14,7 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from repro.config import CONF_DIR, register_configs
+from repro.composition import register_configs
+from repro.config import CONF_DIR
 
 register_configs()
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from repro.config import register_configs
+from repro.composition import register_configs
 from repro.data import DataBundle, build_data, dataset_config, validate_dataset
 from repro.errors import UserError
 

@@ -13,7 +13,8 @@ from hydra.core.config_store import ConfigStore
 from mlflow.tracking import MlflowClient
 
 from repro import data
-from repro.config import CONF_DIR, DatasetConfig, register_configs
+from repro.composition import register_configs
+from repro.config import CONF_DIR, DatasetConfig
 from repro.data import DatasetSource, Labels, build_data, dataset_config, register_dataset, validate_dataset
 from repro.data.registry import _SOURCES
 from repro.errors import UserError
@@ -57,9 +58,9 @@ def stripes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     store = ConfigStore.instance()
     monkeypatch.setattr(store, "repo", copy.deepcopy(store.repo))
     register_dataset("stripes")(Stripes)
-    register_configs()  # stores dataset/stripes_schema
+    register_configs()  # stores stripes_schema
     (tmp_path / "conf" / "dataset").mkdir(parents=True)
-    (tmp_path / "conf" / "dataset" / "stripes.yaml").write_text("defaults:\n  - stripes_schema\n")
+    (tmp_path / "conf" / "dataset" / "stripes.yaml").write_text("defaults:\n  - /stripes_schema\n")
     return tmp_path / "conf"
 
 

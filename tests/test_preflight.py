@@ -41,7 +41,7 @@ def test_command_line_overrides_the_experiment_sweep():
 
 def test_a_sweep_over_values_composes_once_per_set_of_config_files(monkeypatch):
     from repro import preflight
-    from repro.config import register_configs
+    from repro.composition import register_configs
 
     register_configs()
     overrides = ["model=resnet18,mobilenet_v2", "seed=range(0,3)", "training.head_lr=0.01,0.001"]
@@ -59,7 +59,7 @@ def test_a_sweep_over_values_composes_once_per_set_of_config_files(monkeypatch):
 
 
 def test_a_value_the_schema_refuses_in_a_later_job_is_still_refused():
-    from repro.config import register_configs
+    from repro.composition import register_configs
     from repro.errors import UserError
     from repro.preflight import compose_jobs
 

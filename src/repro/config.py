@@ -1,4 +1,4 @@
-"""Dataclass schemas behind every config group, registered in Hydra's ConfigStore.
+"""Dataclass schemas behind every config group, stored in Hydra's ConfigStore by `repro.composition`.
 
 A typo or a wrong type in a YAML file or an override fails when Hydra composes the config, before
 any training starts. `MISSING` marks values a group file must set; `None` means "the library's
@@ -10,17 +10,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 from repro.errors import UserError
+from repro.paths import repo_root
 
 #: The YAML config groups. The package is installed editable (`pip install -e .`), so they are
 #: read from the checkout, next to `src/`.
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = repo_root() / "conf"
 
 #: `model.head` options: GAP + one linear layer, or the study's dense head.
 HEADS = ("linear", "study")
@@ -94,7 +93,7 @@ class DatasetConfig:
     """Where images come from and how they are prepared: the keys every source shares.
 
     Each source (`repro.data.<name>`) subclasses this with its own keys and registers the subclass as
-    its schema, `dataset/<name>_schema`, which the source's YAML file names.
+    its schema, `<name>_schema`, which the source's YAML file names as `- /<name>_schema`.
     """
 
     name: str = MISSING  # the source: one of the options, each registered in repro.data
@@ -227,10 +226,6 @@ class EnergyConfig:
 
     def __post_init__(self) -> None:
         check_finite(self, "energy")
-        if _given(self.meters):
-            from repro.energy.registry import check_names  # the meters' registry
-
-            check_names(self.meters)
         if _given(self.sample_interval_s) and self.sample_interval_s <= 0:
             raise UserError(f"energy.sample_interval_s={self.sample_interval_s} must be positive, e.g. 1.0")
         for key in ("warmup_s", "cooldown_s", "baseline_s"):
@@ -241,14 +236,6 @@ class EnergyConfig:
             raise UserError(
                 f"energy.carbon_intensity_g_per_kwh={intensity} is negative; give gCO2e/kWh, e.g. 232"
             )
-        if _given(self.country_iso_code) and self.country_iso_code is not None:
-            from codecarbon.input import DataSource  # the grid data the intensity is looked up in
-
-            if self.country_iso_code not in DataSource().get_global_energy_mix_data():
-                raise UserError(
-                    f"energy.country_iso_code={self.country_iso_code!r} is not a country CodeCarbon knows; "
-                    "use a 3-letter ISO code such as ESP, FRA or USA"
-                )
         for key in ("budget_j", "budget_gco2"):
             value = getattr(self, key)
             if _given(value) and value is not None and value <= 0:
@@ -384,7 +371,8 @@ def job_config(cfg: DictConfig | Config) -> Config:
     return OmegaConf.to_object(cfg)
 
 
-_GROUP_SCHEMAS = {
+#: The schema under each config group; `repro.composition` stores them, with the plugins' own.
+GROUP_SCHEMAS = {
     "model": ModelConfig,
     "dataset": DatasetConfig,
     "training": TrainingConfig,
@@ -392,15 +380,3 @@ _GROUP_SCHEMAS = {
     "gpu": GpuConfig,
     "tracking": TrackingConfig,
 }
-
-
-def register_configs() -> None:
-    """Put every schema in the ConfigStore; group YAMLs name theirs in their defaults list."""
-    store = ConfigStore.instance()
-    store.store(name="config_schema", node=Config)
-    for group, schema in _GROUP_SCHEMAS.items():
-        store.store(group=group, name=f"{group}_schema", node=schema)
-    import repro.energy.meters  # noqa: F401  (each meter stores its schema as energy/<name>_schema)
-    from repro.data import store_schemas  # each data set's own schema, dataset/<name>_schema
-
-    store_schemas()

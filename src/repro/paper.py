@@ -11,11 +11,11 @@ import hydra
 from omegaconf import DictConfig
 
 from repro.errors import UserError, exit_on_user_error
-from repro.paths import check_output_folder
+from repro.paths import check_output_folder, repo_root
 from repro.stats.config import ART_SUMS_OF_SQUARES, register
 
 log = logging.getLogger("repro.paper")
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = repo_root()
 _SOURCES = ("published", "mlflow")
 
 register()

@@ -8,6 +8,16 @@ from pathlib import Path
 
 from repro.errors import UserError
 
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repo_root() -> Path:
+    """The checkout that holds `src/repro`: conf/, paper/ and README.md are read from it.
+
+    The package is installed editable (`pip install -e .`), so this is the folder of `pyproject.toml`.
+    """
+    return _REPO_ROOT
+
 
 def writable_folder(folder: Path) -> bool:
     """Whether a file can be created in `folder`: tried, not inferred from permission bits.

@@ -312,7 +312,7 @@ def _compose(overrides: list[str]) -> DictConfig:
 def _unknown_option_message(error: MissingConfigException) -> str:
     missing = error.missing_cfg_file or ""
     group, _, option = missing.rpartition("/")
-    options = [name for name in (error.options or []) if not name.endswith("_schema")]
+    options = list(error.options or [])
     if group and options:
         return f"unknown option {group}={option}; known {group} options: {', '.join(sorted(options))}"
     return f"invalid configuration: {_one_line(error)}"
@@ -351,6 +351,10 @@ def validate_job(
         seen.add(key)
         return True
 
+    if once(f"energy:{cfg.energy.meters}:{cfg.energy.country_iso_code}"):
+        from repro.energy import check_energy_config  # needs the plugins, which repro.config never imports
+
+        check_energy_config(cfg.energy)
     if once(f"dataset:{cfg.dataset!r}"):
         from repro.data import validate_dataset
 

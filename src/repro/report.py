@@ -23,10 +23,11 @@ import hydra
 from omegaconf import DictConfig
 
 from repro.errors import UserError, exit_on_user_error
+from repro.paths import repo_root
 from repro.stats.config import ART_SUMS_OF_SQUARES, register
 
 log = logging.getLogger("repro.report")
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = repo_root()
 _SOURCES = ("published", "mlflow")
 #: Cohen-style bounds for eta^2 (and partial eta^2): below 0.06 small, below 0.14 medium, else large.
 _ETA2_BOUNDS = ((0.01, "negligible"), (0.06, "small"), (0.14, "medium"))

@@ -34,7 +34,7 @@ from repro import names, reconcile, ui_views
 from repro.config import Config
 from repro.errors import UserError, exit_on_user_error
 from repro.hydra_adapter import job_exception
-from repro.paths import check_output_folder, writable_folder
+from repro.paths import check_output_folder, repo_root, writable_folder
 from repro.spool import SPOOL_FILE, RunSpool
 from repro.sweep_summary import JobRow, summary_lines
 from repro.ui_url import ui_link
@@ -53,7 +53,7 @@ EXPERIMENT_KIND = "custom_model_development"
 RUN_NOTE_TAG = "mlflow.note.content"
 #: The per-epoch chart logged with every run.
 EPOCH_FIGURE = "epoch_energy_f1.png"
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = repo_root()
 
 
 def check_tracking_uri(uri: str) -> None:
@@ -381,11 +381,17 @@ def log_params(params: Mapping[str, str]) -> None:
         mlflow.log_params(dict(items[start : start + 100]))
 
 
-def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    """Log finite metrics; NaN (e.g. AUC on a one-class validation set) is left out, not faked."""
-    finite = {key: float(value) for key, value in metrics.items() if value is not None and value == value}
-    if finite:
-        mlflow.log_metrics(finite, step=step)
+def forget_active_run() -> None:
+    """Drop this process's active run without a word to the store, which cannot be reached.
+
+    The run's status then waits in the job's spool file (`repro.spool`); the next job of the process
+    must not open its run nested in this one. MLflow has no public call for it: this pops the
+    private per-thread stack `mlflow.tracking.fluent._active_run_stack` (mlflow 2.16 to 3.x, the
+    range pyproject.toml pins); tests/test_tracking_adapter.py names the installed version when the
+    member changes.
+    """
+    if mlflow.active_run() is not None:
+        mlflow.tracking.fluent._active_run_stack.get().pop()
 
 
 def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: str) -> dict[str, str]:
@@ -588,6 +594,22 @@ class SweepCallback(Callback):
 
 #: Jobs of this process's sweep that `resume=true` skipped, with the FINISHED run that stands for each.
 _SKIPPED: list[Any] = []
+
+
+def finished_before(cfg: Config, config_hash: str) -> Any | None:
+    """The resume decision, in one call: the FINISHED run that makes this job unnecessary, or None.
+
+    Opens the store (created once, under a lock, however many jobs start), ends the runs of jobs that
+    died, then with `resume=true` looks for a run of the same config (`reconcile.resume_decision`); a
+    run found is noted for the sweep's summary.
+    """
+    uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
+    open_store(uri)
+    reconcile.end_dead_runs(uri, experiment)
+    done = reconcile.resume_decision(cfg, uri, experiment, config_hash)
+    if done is not None:
+        note_skipped(done)
+    return done
 
 
 def note_skipped(earlier_run: Any) -> None:

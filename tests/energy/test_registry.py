@@ -15,6 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import MISSING, OmegaConf
 
+from repro.composition import register_configs
 from repro.config import CONF_DIR, EnergyConfig, job_config
 from repro.energy import MarkingMeter, Measurement, MeterContext, Method, create_monitor, register_meter
 from repro.energy.measurement import is_estimate, ranked_methods
@@ -78,6 +79,7 @@ class AbsentMeter(ToyMeter):
 @pytest.fixture
 def conf_dir(tmp_path: Path) -> Path:
     """The real config folder plus `energy/toy.yaml`, as a contributor would add it."""
+    register_configs()  # stores toy_schema, as an entry point does once the meters are imported
     conf = tmp_path / "conf"
     conf.mkdir()
     for item in CONF_DIR.iterdir():
@@ -86,7 +88,7 @@ def conf_dir(tmp_path: Path) -> Path:
     (conf / "energy").mkdir()
     for item in (CONF_DIR / "energy").iterdir():
         (conf / "energy" / item.name).symlink_to(item)
-    toy_yaml = "defaults:\n  - toy_schema\n  - _self_\n\nmeters: [toy]\ntoy_power_w: 25.0\n"
+    toy_yaml = "defaults:\n  - /toy_schema\n  - _self_\n\nmeters: [toy]\ntoy_power_w: 25.0\n"
     (conf / "energy" / "toy.yaml").write_text(toy_yaml)
     return conf
 

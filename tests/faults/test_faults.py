@@ -22,7 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tests.faults.helpers import MlflowServer, children, epoch_values, parents, runs, start_job, wait_for
 
-from repro import loop, train
+from repro import loop, recorder, sigterm, train
 from repro.energy import lock as lock_module
 from repro.energy import measurement_lock
 from repro.energy import monitor as monitor_module
@@ -213,7 +213,7 @@ def test_sigterm_during_the_idle_baseline_ends_the_run_killed(
         with pytest.raises(loop.TrainingStopped):
             run(compose_config("energy.baseline_s=300"), JobContext(output_dir=tmp_path / "job"))
     finally:
-        train._STOP_REQUESTED.clear()
+        sigterm.STOP_REQUESTED.clear()
         killer.join(timeout=5)
     assert in_baseline.is_set()
     assert not baseline_ran_out.is_set()  # the 300 s baseline was cut short
@@ -252,12 +252,12 @@ def full_disk(tmp_path: Path, monkeypatch) -> Path:
                 os.close(filler)
         else:  # no root or no tmpfs: a fake full filesystem at the one write the test checks
 
-            def _disk_full(self: train._EpochRecorder) -> None:
+            def _disk_full(self: recorder.EpochRecorder) -> None:
                 self.history_path.parent.mkdir(parents=True, exist_ok=True)
                 self.history_path.touch()
                 raise OSError(errno.ENOSPC, "No space left on device", str(self.history_path))
 
-            monkeypatch.setattr(train._EpochRecorder, "write_history", _disk_full)
+            monkeypatch.setattr(recorder.EpochRecorder, "write_history", _disk_full)
         yield folder
     finally:
         if mounted:
@@ -433,14 +433,14 @@ def test_the_mlflow_database_on_a_full_disk_spools_the_run_and_one_command_impor
     db = small_tmpfs / "mlflow.db"
     uri = f"sqlite:///{db}"
     filled: list[Path] = []
-    real_on_epoch_end = train._EpochRecorder.on_epoch_end
+    real_on_epoch_end = recorder.EpochRecorder.on_epoch_end
 
-    def _fill_after_the_run_started(self: train._EpochRecorder, record: loop.EpochRecord) -> None:
+    def _fill_after_the_run_started(self: recorder.EpochRecorder, record: loop.EpochRecord) -> None:
         if not filled:
             filled.append(_fill(small_tmpfs))  # the disk fills mid-run: the first epoch cannot be recorded
         real_on_epoch_end(self, record)
 
-    monkeypatch.setattr(train._EpochRecorder, "on_epoch_end", _fill_after_the_run_started)
+    monkeypatch.setattr(recorder.EpochRecorder, "on_epoch_end", _fill_after_the_run_started)
     output_dir = tmp_path / "job"
     with pytest.raises(OSError):
         run(

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tests.faults.helpers import runs, wait_for
 
-from repro import names, reconcile, train
+from repro import names, reconcile, recorder
 from repro.spool import RunSpool
 from repro.train import JobContext, run
 
@@ -79,10 +79,10 @@ def test_the_heartbeat_beats_while_the_run_records_and_stops_at_its_end(
 ) -> None:
     # Long enough by construction, on any machine: each epoch ends only once the heartbeat has been
     # renewed after the epoch's own end, and not before the beats are 3 s apart from the run's first.
-    real_on_epoch_end = train._EpochRecorder.on_epoch_end
+    real_on_epoch_end = recorder.EpochRecorder.on_epoch_end
     after_last_epoch: list[float] = []
 
-    def _on_epoch_end_then_wait_for_beats(self: train._EpochRecorder, record) -> None:  # noqa: ANN001
+    def _on_epoch_end_then_wait_for_beats(self: recorder.EpochRecorder, record) -> None:  # noqa: ANN001
         real_on_epoch_end(self, record)
         beaten = len(queued_beats)
         wait_for(
@@ -93,7 +93,7 @@ def test_the_heartbeat_beats_while_the_run_records_and_stops_at_its_end(
         )
         after_last_epoch[:] = queued_beats[beaten:]
 
-    monkeypatch.setattr(train._EpochRecorder, "on_epoch_end", _on_epoch_end_then_wait_for_beats)
+    monkeypatch.setattr(recorder.EpochRecorder, "on_epoch_end", _on_epoch_end_then_wait_for_beats)
     run(compose_config("tracking.heartbeat_s=0.2"), JobContext(output_dir=tmp_path / "job"))
 
     assert _heartbeat_threads() == []  # stopped at the end

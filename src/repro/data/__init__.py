@@ -25,8 +25,8 @@ from repro.data.registry import (
     Labels,
     dataset_config,
     dataset_names,
+    dataset_schemas,
     register_dataset,
-    store_schemas,
 )
 from repro.data.transforms import PREPROCESSING, check_preprocessing, preprocess
 
@@ -44,9 +44,9 @@ __all__ = [
     "dataset_config",
     "dataset_labels",
     "dataset_names",
+    "dataset_schemas",
     "default_workers",
     "preprocess",
     "register_dataset",
-    "store_schemas",
     "validate_dataset",
 ]

@@ -2,9 +2,10 @@
 
 A source is a `DatasetSource` subclass in a module of its own, decorated with `@register_dataset(NAME)`;
 its `config` is a dataclass subclass of `DatasetConfig` whose `name` defaults to NAME and which holds
-the source's own keys. `store_schemas` puts each schema in Hydra's ConfigStore as
-`dataset/<NAME>_schema`, so a YAML file names it in its defaults list and a key the source lacks
-fails at composition. `build_data` and `validate_dataset` find the source from `dataset.name` here.
+the source's own keys. `repro.composition` puts each schema in Hydra's ConfigStore as
+`<NAME>_schema`, so a YAML file names it in its defaults list (`- /<NAME>_schema`) and a key the
+source lacks fails at composition. `build_data` and `validate_dataset` find the source from
+`dataset.name` here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from repro.config import DatasetConfig
@@ -71,7 +71,10 @@ _Source = TypeVar("_Source", bound=type[DatasetSource])
 
 
 def register_dataset(name: str) -> Callable[[_Source], _Source]:
-    """Class decorator: make a `DatasetSource` available as `dataset=NAME` (after `store_schemas`)."""
+    """Class decorator: make a `DatasetSource` available as `dataset=NAME`.
+
+    Its schema reaches the ConfigStore with the next `repro.composition.register_configs()`.
+    """
 
     def register(cls: _Source) -> _Source:
         if getattr(cls.config, "name", None) != name:
@@ -137,8 +140,6 @@ def resolve(cfg: DatasetConfig | DictConfig) -> tuple[DatasetSource, DatasetConf
     return source, dataset_config(source.name, **values)
 
 
-def store_schemas() -> None:
-    """Put every source's schema in Hydra's ConfigStore as `dataset/<name>_schema`."""
-    store = ConfigStore.instance()
-    for name, source in _SOURCES.items():
-        store.store(group="dataset", name=f"{name}_schema", node=source.config)
+def dataset_schemas() -> dict[str, type[DatasetConfig]]:
+    """The schema of each registered source, by name."""
+    return {name: source.config for name, source in _SOURCES.items()}

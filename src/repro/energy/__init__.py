@@ -8,7 +8,13 @@ cooldown, idle baseline), and a machine-wide lock so two measured jobs never cou
 from repro.energy.lock import measurement_lock
 from repro.energy.measurement import GpuStats, Measurement, Method, ranked_methods
 from repro.energy.meters import CodeCarbonMeter, NvmlMeter
-from repro.energy.monitor import EnergyMonitor, Window, check_meters_available, create_monitor
+from repro.energy.monitor import (
+    EnergyMonitor,
+    Window,
+    check_energy_config,
+    check_meters_available,
+    create_monitor,
+)
 from repro.energy.nvml import GpuReading, GpuSource, PowerSampler, integrate_trapezoid
 from repro.energy.protocol import cooldown, warmup
 from repro.energy.registry import MarkingMeter, Meter, MeterContext, register_meter
@@ -27,6 +33,7 @@ __all__ = [
     "NvmlMeter",
     "PowerSampler",
     "Window",
+    "check_energy_config",
     "check_meters_available",
     "cooldown",
     "create_monitor",

@@ -35,9 +35,11 @@ class Window:
 def create_monitor(cfg: EnergyConfig, device: torch.device, output_dir: Path) -> EnergyMonitor:
     """An unstarted monitor for the job's energy config (its schema checked its values when converted).
 
-    An optional meter (`NAME-if-available`, or `nvml-if-gpu`) is dropped here when it says it cannot
-    measure on `device`, and at `start` when it fails to start; a meter named plainly stops the job.
+    `check_energy_config` runs here (and in preflight, before any job starts). An optional
+    meter (`NAME-if-available`, or `nvml-if-gpu`) is dropped here when it says it cannot measure on
+    `device`, and at `start` when it fails to start; a meter named plainly stops the job.
     """
+    check_energy_config(cfg)
     resolved: list[str] = []
     optional: set[str] = set()
     for entry in cfg.meters:
@@ -55,6 +57,20 @@ def create_monitor(cfg: EnergyConfig, device: torch.device, output_dir: Path) ->
             resolved.append(name)
     optional -= {entry for entry in cfg.meters if entry in resolved}  # also named plainly: required
     return EnergyMonitor(cfg, device, output_dir, resolved, optional)
+
+
+def check_energy_config(cfg: EnergyConfig) -> None:
+    """Raise `UserError` on what `EnergyConfig` cannot check without the plugins: an unknown meter name,
+    `none` mixed with meters, or a country CodeCarbon's grid data does not know."""
+    check_names(cfg.meters)
+    if cfg.country_iso_code is not None:
+        from codecarbon.input import DataSource  # the grid data the intensity is looked up in
+
+        if cfg.country_iso_code not in DataSource().get_global_energy_mix_data():
+            raise UserError(
+                f"energy.country_iso_code={cfg.country_iso_code!r} is not a country CodeCarbon knows; "
+                "use a 3-letter ISO code such as ESP, FRA or USA"
+            )
 
 
 def check_meters_available(meters: list[str]) -> None:

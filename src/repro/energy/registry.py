@@ -3,8 +3,9 @@
 A meter is one module under `repro.energy.meters`: a `Meter` subclass decorated with
 `@register_meter("name", config=..., methods=...)`. The decorator records
 
-- the meter's config schema, a subclass of `EnergyConfig` holding the meter's own keys, stored in
-  Hydra's ConfigStore as `energy/<name>_schema` so that `conf/energy/<name>.yaml` can build on it;
+- the meter's config schema, a subclass of `EnergyConfig` holding the meter's own keys, which
+  `repro.composition` stores in Hydra's ConfigStore as `<name>_schema` so that
+  `conf/energy/<name>.yaml` can build on it;
 - the provenance methods the meter can report, each with its rank among every meter's methods and
   whether it is an estimate (a model of power, not a reading of the hardware).
 
@@ -192,7 +193,7 @@ def register_meter(
     Args:
         name: What `energy.meters` calls it.
         config: Its schema: `EnergyConfig` or a subclass with the meter's own keys, stored in the
-            ConfigStore as `energy/<name>_schema`.
+            ConfigStore as `<name>_schema` by `repro.composition.register_configs`.
         methods: Every method its `methods()` may report, ranked among all meters' methods.
         aliases: Other entries accepted in `energy.meters` and what they mean, e.g.
             `{"nvml-if-gpu": "nvml-if-available"}`, kept for old configs.
@@ -209,13 +210,14 @@ def register_meter(
         cls.name = name
         _REGISTRY[name] = MeterSpec(name, cls, config, tuple(methods))
         _ALIASES.update(aliases or {})
-        if config is not EnergyConfig:
-            from hydra.core.config_store import ConfigStore
-
-            ConfigStore.instance().store(group="energy", name=f"{name}_schema", node=config)
         return cls
 
     return decorate
+
+
+def meter_schemas() -> dict[str, type[EnergyConfig]]:
+    """The schema of each meter that has keys of its own (a subclass of `EnergyConfig`), by name."""
+    return {name: spec.config for name, spec in _REGISTRY.items() if spec.config is not EnergyConfig}
 
 
 def meter_names() -> tuple[str, ...]:

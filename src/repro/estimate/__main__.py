@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 from repro.errors import UserError, exit_on_user_error
+from repro.paths import repo_root
 
 _KEYS = ("csv", "sources", "selection", "tracking_uri", "experiment", "out_dir")
 _SOURCES = ("published", "mlflow")
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = repo_root()
 
 
 def _split_args(argv: list[str]) -> tuple[bool, bool, dict[str, str], list[str]]:

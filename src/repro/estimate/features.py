@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from repro.config import CONF_DIR, Config, DatasetConfig, GpuConfig
 from repro.errors import UserError
+from repro.paths import repo_root
 
 #: The GPU specs every profile in conf/gpu/ carries (published values; see each file's specs_source).
 GPU_SPEC_KEYS: tuple[str, ...] = ("cuda_cores", "memory_gb", "tdp_w", "fp32_tflops")
@@ -48,7 +49,7 @@ STUDY_PARAMS_M: dict[str, float] = {
     "resnet50": 26.131521,
     "vgg16": 14.715201,
 }
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = repo_root()
 PUBLISHED_DATA = _REPO_ROOT / "paper" / "data" / "dl-training-energy-consumption-dataset.parquet"
 PUBLISHED_EXCLUSIONS = _REPO_ROOT / "paper" / "data" / "exclusions.csv"
 

@@ -51,7 +51,7 @@ def estimate_jobs(
     overrides: list[str], multirun: bool, sources: list[str], keys: dict[str, str]
 ) -> pd.DataFrame:
     """Check and describe every job, fit PRE, print the table and the total; returns the rows."""
-    from repro.config import register_configs
+    from repro.composition import register_configs
     from repro.preflight import compose_jobs, validate_job
 
     register_configs()

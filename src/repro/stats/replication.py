@@ -21,12 +21,13 @@ from omegaconf import DictConfig
 
 from repro import names
 from repro.errors import UserError, exit_on_user_error
+from repro.paths import repo_root
 from repro.stats.analyses import STUDY_ENVIRONMENT, analyse
 from repro.stats.config import register
 from repro.stats.runs import RunsTable, apply_outlier_policy, load_mlflow, load_published
 
 log = logging.getLogger(__name__)
-_REPO_ROOT = Path(__file__).resolve().parents[3]
+_REPO_ROOT = repo_root()
 #: The significance level of the study's tests.
 ALPHA = 0.05
 
