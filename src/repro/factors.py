@@ -65,6 +65,8 @@ class Factor:
         default: the config default; a run name shows the level only where it differs from this.
         run_name: how a run name shows a non-default level, e.g. "bs{}" -> "bs64".
         short: the abbreviated label of narrow table columns ("env." in "From env."); the label if "".
+        noun: how a sentence names it ("batch size"; the label in lower case if "").
+        level_labels: how tables show some levels ("mobilenet_v2" -> "MobileNet V2"); others as they are.
     """
 
     name: str
@@ -82,10 +84,25 @@ class Factor:
     default: Any = None
     run_name: str = ""
     short: str = ""
+    noun: str = ""
+    level_labels: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def short_label(self) -> str:
         return self.short or self.label
+
+    @property
+    def noun_text(self) -> str:
+        return self.noun or self.label.lower()
+
+    def level_label(self, value: object) -> str:
+        """How tables and figures show a level."""
+        return self.level_labels.get(str(value), str(value))
+
+    def within_text(self, level: object) -> str:
+        """A level named in a sentence: "Cloud" for the study's factors, "batch size 64" for the others."""
+        shown = self.level_label(level)
+        return shown if self.name in (*STUDY_FACTORS, "all_runs") else f"{self.noun_text} {shown}"
 
     def level(self, value: Any) -> Any:
         """A raw param, tag or published value as this factor's level (None: the run lacks it)."""
@@ -103,6 +120,18 @@ class Factor:
         return self.run_name.format(shown)
 
 
+#: How the tables name the study's architectures; other names are shown as they are.
+ARCHITECTURE_LABELS: dict[str, str] = {
+    "mobilenet_v2": "MobileNet V2",
+    "nasnet_mobile": "NASNet Mobile",
+    "resnet50": "ResNet50",
+    "xception": "Xception",
+    "vgg16": "VGG16",
+}
+#: The study's design: RQ1 compares architectures within an environment, RQ2 environments for one
+#: architecture, T7 their interaction.
+STUDY_FACTORS: tuple[str, ...] = ("architecture", "environment")
+
 #: Every factor a study may analyse, in the order `study.factors` errors list them.
 FACTORS: dict[str, Factor] = {
     factor.name: factor
@@ -114,6 +143,7 @@ FACTORS: dict[str, Factor] = {
             tag=names.TAG_MODEL,
             published_column="architecture",
             order_by=names.GFLOPS,
+            level_labels=ARCHITECTURE_LABELS,
         ),
         Factor(
             "environment",
@@ -167,14 +197,20 @@ FACTORS: dict[str, Factor] = {
             numeric=True,
             config_key="gpu.power_limit_w",
             run_name="{}w",
+            noun="power limit (W)",
         ),
     )
 }
-#: The study's design: RQ1 compares architectures within an environment, RQ2 environments for one
-#: architecture, T7 their interaction.
-STUDY_FACTORS: tuple[str, ...] = ("architecture", "environment")
+#: A one-factor study's stand-in for the second factor: one level that holds every run.
+ALL_RUNS = Factor("all_runs", "Runs", "all_runs", noun="runs")
+ALL_RUNS_LEVEL = "all runs"
 #: Factors read from the run's settings (params and tags) beside the two the loaders build by hand.
 SETTING_FACTORS: tuple[Factor, ...] = tuple(f for f in FACTORS.values() if f.name not in STUDY_FACTORS)
+
+
+def by_column(column: str) -> Factor:
+    """The factor whose tidy column is `column` (the one-factor stand-in included)."""
+    return next(f for f in (*FACTORS.values(), ALL_RUNS) if f.column == column)
 
 
 def factor(name: str) -> Factor:

@@ -542,6 +542,23 @@ def architecture_order(runs: pd.DataFrame) -> list[str]:
     return _order(runs, "architecture", "gflops")
 
 
+def level_order(runs: pd.DataFrame, factor: Factor) -> list[str]:
+    """A factor's levels in the runs, in its declared order (`repro.factors.Factor.levels`).
+
+    Declared levels come first; then by value for a numeric factor (its column holds text by then,
+    `repro.stats.analyses.with_levels`), else by the median of its `order_by` column, else by name.
+    """
+    present = [str(level) for level in runs[factor.column].dropna().unique()]
+    if factor.order_by:
+        return _order(runs, factor.column, factor.order_by)
+    declared = [level for level in factor.levels if level in present]
+    rest = sorted(
+        set(present) - set(declared),
+        key=lambda level: (float(level), level) if factor.numeric else (0.0, level),
+    )
+    return declared + rest
+
+
 def _order(runs: pd.DataFrame, column: str, by: str) -> list[str]:
     keys = runs.groupby(column)[by].median()
     return sorted(keys.index, key=lambda name: (math.inf if pd.isna(keys[name]) else float(keys[name]), name))
