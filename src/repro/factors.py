@@ -164,6 +164,7 @@ FACTORS: dict[str, Factor] = {
             config_key="training.batch_size",
             default=32,
             run_name="bs{}",
+            short="batch",
         ),
         Factor(
             "image_size",
@@ -175,6 +176,7 @@ FACTORS: dict[str, Factor] = {
             config_key="dataset.image_size",
             default=128,
             run_name="px{}",
+            short="px",
         ),
         Factor(
             "precision",
@@ -187,6 +189,7 @@ FACTORS: dict[str, Factor] = {
             config_key="training.amp",
             default=False,
             run_name="{}",
+            short="precision",
         ),
         Factor(
             "power_limit_w",
@@ -198,6 +201,7 @@ FACTORS: dict[str, Factor] = {
             config_key="gpu.power_limit_w",
             run_name="{}w",
             noun="power limit (W)",
+            short="limit (W)",
         ),
     )
 }

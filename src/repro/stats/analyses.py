@@ -52,8 +52,8 @@ class Comparison:
 
     Attributes:
         metric: the tidy column compared.
-        factor: "architecture" (RQ1) or "environment" (RQ2).
-        within: the level held fixed (an environment for RQ1, an architecture for RQ2).
+        factor: the compared factor's column: "architecture" (RQ1) or "environment" (RQ2) in the study.
+        within: the level held fixed (an environment for RQ1, an architecture for RQ2), in `within_column`.
         groups: the groups tested, in display order.
         shapiro, levene, welch, kruskal: the omnibus results (None when skipped).
         pairs: every pair of tested groups.
@@ -72,6 +72,7 @@ class Comparison:
     pairs: tuple[PairRow, ...] = ()
     skipped: tuple[str, ...] = ()
     nan_dropped: int = 0
+    within_column: str = "environment"  # the column that holds `within`
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ def compare(
         "within": within_value,
         "groups": tuple(groups),
         "nan_dropped": int(nan.sum()),
+        "within_column": within_column,
     }
     if len(groups) < 2:
         skipped.append(f"fewer than 2 groups with {min_group_size}+ runs; no test")
