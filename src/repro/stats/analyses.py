@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -480,16 +479,3 @@ def with_levels(runs: pd.DataFrame, factors: tuple[Factor, Factor]) -> tuple[pd.
             values = runs[chosen.column].astype(float)
             runs = runs.assign(**{value_column(chosen): values, chosen.column: [f"{v:g}" for v in values]})
     return runs, notes
-
-
-def analyse_as_configured(runs: pd.DataFrame, cfg: Any) -> StudyResults:
-    """`analyse` with the choices of a `repro.paper` or `repro.report` config (`PaperConfig`)."""
-    return analyse(
-        runs,
-        cfg.environment,
-        cfg.architecture,
-        cfg.min_group_size,
-        cfg.f1_floor,
-        art_sums_of_squares=cfg.art_sums_of_squares,
-        factors=tuple(cfg.study.factors),
-    )
