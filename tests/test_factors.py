@@ -45,3 +45,14 @@ def test_a_run_name_shows_only_the_settings_that_differ_from_the_default():
 def test_an_unknown_factor_names_the_declared_ones():
     with pytest.raises(KeyError, match="batch_size"):
         factors.factor("batchsize")
+
+
+def test_a_sweep_over_settings_names_each_job_by_the_settings_its_command_line_set():
+    from omegaconf import OmegaConf
+
+    from repro.factors import command_line_settings
+
+    cfg = OmegaConf.create({"training": {"batch_size": 64, "amp": "bf16"}, "dataset": {"image_size": 32}})
+    settings = command_line_settings(cfg, ["model=resnet50", "training.batch_size=64", "training.amp=bf16"])
+    assert settings == {"training.batch_size": 64, "training.amp": "bf16"}  # image_size: the experiment's
+    assert run_name_suffix(settings) == "-bs64-bf16"

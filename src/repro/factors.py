@@ -225,6 +225,19 @@ def factor(name: str) -> Factor:
         raise KeyError(f"{name!r} is not a declared factor; declared: {', '.join(FACTORS)}") from None
 
 
+def command_line_settings(cfg: Any, overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The setting factors' config keys that the job's command line set (Hydra's task overrides), with
+    their values in `cfg`: what tells apart the jobs of a sweep over settings."""
+    from omegaconf import OmegaConf
+
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    return {
+        f.config_key: OmegaConf.select(cfg, f.config_key, default=None)
+        for f in SETTING_FACTORS
+        if f.config_key in keys
+    }
+
+
 def run_name_suffix(settings: Mapping[str, Any]) -> str:
     """The run-name parts of the non-default settings, e.g. "-bs64-bf16" (keys: config keys)."""
     parts = [
