@@ -17,7 +17,7 @@ import pandas as pd
 
 from repro import names
 from repro.errors import UserError
-from repro.factors import SETTING_FACTORS, Factor
+from repro.factors import FACTORS, SETTING_FACTORS, Factor
 from repro.stats.mlflow_sql import Keys, Runs
 
 log = logging.getLogger(__name__)
@@ -534,12 +534,12 @@ def apply_outlier_policy(table: RunsTable, policy: str) -> RunsTable:
 
 def environment_order(runs: pd.DataFrame) -> list[str]:
     """Environments from the least to the most powerful (by power limit, then name)."""
-    return _order(runs, "environment", "power_limit_w")
+    return level_order(runs, FACTORS["environment"])
 
 
 def architecture_order(runs: pd.DataFrame) -> list[str]:
     """Architectures from the cheapest to the costliest forward pass (by GFLOPs, then name)."""
-    return _order(runs, "architecture", "gflops")
+    return level_order(runs, FACTORS["architecture"])
 
 
 def level_order(runs: pd.DataFrame, factor: Factor) -> list[str]:
