@@ -200,7 +200,7 @@ FACTORS: dict[str, Factor] = {
             numeric=True,
             config_key="gpu.power_limit_w",
             run_name="{}w",
-            noun="power limit (W)",
+            noun="power limit",
             short="limit (W)",
         ),
     )

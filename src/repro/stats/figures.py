@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from repro.factors import STUDY_FACTORS  # noqa: E402
 from repro.stats.analyses import StudyResults  # noqa: E402
 from repro.stats.tables import METRIC_LABELS  # noqa: E402
 
@@ -179,6 +180,8 @@ def median_bars(runs: pd.DataFrame, results: StudyResults, metric: str) -> plt.F
                     color="0.2",
                 )
     axes.set_xticks(x, [first.level_label(a) for a in archs])
+    if first.name not in STUDY_FACTORS:  # the study's levels name themselves; a setting's are bare numbers
+        axes.set_xlabel(first.label)
     label = f"median {METRIC_LABELS.get(metric, metric)}"
     if log_axis:
         axes.set_yscale("log")
@@ -326,6 +329,8 @@ def interaction_lines(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
             f"{first.level_label(a)} on {env}" for a, v in zip(archs, values, strict=True) if np.isnan(v)
         ]
     axes.set_xticks(x, [first.level_label(a) for a in archs])
+    if first.name not in STUDY_FACTORS:
+        axes.set_xlabel(first.label)
     axes.set_ylim(bottom=0)
     axes.set_ylabel("median Energy (J/image)")
     title = f"{first.label} × {second.noun_text}: parallel lines would mean no interaction"
