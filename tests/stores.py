@@ -56,3 +56,41 @@ def first_sweep_store(folder: Path, seeds: int = 1, experiment: str = "repro") -
         client.set_terminated(run.info.run_id, "FINISHED")
     client.set_terminated(parent.info.run_id, "FINISHED")
     return uri
+
+
+def settings_store(
+    folder: Path,
+    batch_sizes: tuple[int, ...] = (16, 64),
+    seeds: int = 3,
+    models: tuple[str, ...] = ("mobilenet_v2", "resnet18"),
+    amp: tuple[str, ...] = ("False",),
+    lacking_batch_size: int = 0,
+) -> str:
+    """A store of a CPU sweep over settings (`training.batch_size`, `training.amp`), as `repro.train` logs it.
+
+    Every (model, batch size, precision) cell has `seeds` finished jobs; a larger batch costs less energy
+    per image. The first `lacking_batch_size` jobs have no `training.batch_size` param (recorded before
+    the setting was logged). Returns the store's URI; the experiment is "settings".
+    """
+    import mlflow
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.create_experiment("settings")
+    cells = itertools.product(enumerate(FIRST_SWEEP_JOBS[: len(models)]), batch_sizes, amp, range(seeds))
+    for job, ((index, (_, metrics)), batch, precision, seed) in enumerate(cells):
+        model = models[index]
+        tags = {names.TAG_MODEL: model, names.TAG_GPU: "cpu", names.TAG_SEED: str(seed)}
+        tags[names.TAG_DEVICE_NAME] = "cpu"
+        run = client.create_run(experiment_id, run_name=f"{model}-cpu-bs{batch}-s{seed}", tags=tags)
+        params = {names.PARAM_GPU_LABEL: "CPU", names.PARAM_GPU_TDP_W: "None", "training.amp": precision}
+        if job >= lacking_batch_size:
+            params["training.batch_size"] = str(batch)
+        for key, value in params.items():
+            client.log_param(run.info.run_id, key, value)
+        scale = {names.ENERGY_J_PER_IMAGE: 16 / batch * (0.8 if precision == "bf16" else 1.0), names.F1: 1.0}
+        spread = {names.ENERGY_J_PER_IMAGE: 0.01 * seed, names.F1: -0.003 * seed}
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value * scale.get(key, 1.0) + spread.get(key, 0.0))
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return uri

@@ -19,16 +19,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from repro.errors import UserError, exit_on_user_error
-from repro.paths import repo_root
-from repro.stats.config import ART_SUMS_OF_SQUARES, register
+from repro.errors import UserError
+from repro.factors import by_column
+from repro.stats.config import register
+from repro.stats.study import entry_point, repo_path
 
 log = logging.getLogger("repro.report")
-_REPO_ROOT = repo_root()
-_SOURCES = ("published", "mlflow")
 #: Cohen-style bounds for eta^2 (and partial eta^2): below 0.06 small, below 0.14 medium, else large.
 _ETA2_BOUNDS = ((0.01, "negligible"), (0.06, "small"), (0.14, "medium"))
 #: How the readings name the compared metrics.
@@ -43,6 +41,20 @@ register()
 
 
 @dataclass(frozen=True)
+class Section:
+    """A part of the page: its anchor, heading and blocks, each ("table", HtmlTable), ("figure", (name,
+    caption)), ("readings", lines) or ("missing", line), in order."""
+
+    id: str
+    title: str
+    blocks: list[tuple[str, object]]
+
+
+#: Tables `python -m repro.paper` writes that the page leaves out: the pairs and Shapiro-Wilk per group.
+PAPER_ONLY_TABLES: tuple[str, ...] = ("t3b_", "t3c_", "t4b_", "t4c_")
+
+
+@dataclass(frozen=True)
 class HtmlTable:
     """A table as the template shows it: title, headers, rows of shown cells, notes."""
 
@@ -53,18 +65,13 @@ class HtmlTable:
     notes: list[str]
 
 
-def _path(value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else _REPO_ROOT / path
-
-
 def output_path(cfg: DictConfig) -> Path:
     """Where the report goes: `output`, or paper/report.html, or reports/<experiment>/report.html."""
     if cfg.output is not None:
-        return _path(str(cfg.output))
+        return repo_path(str(cfg.output))
     if cfg.source == "published":
-        return _REPO_ROOT / "paper" / "report.html"
-    return _REPO_ROOT / "reports" / str(cfg.mlflow.experiment) / "report.html"
+        return repo_path("paper/report.html")
+    return repo_path("reports") / str(cfg.mlflow.experiment) / "report.html"
 
 
 def _check_writable(path: Path) -> None:
@@ -96,10 +103,8 @@ def _p(value: float) -> str:
 
 def omnibus_reading(comparison: object, noun: str) -> str:
     """One plain-language line for a Kruskal-Wallis comparison, from its numbers."""
-    from repro.stats.tables import arch_label
-
     metric = _READING_NAMES.get(comparison.metric, comparison.metric)
-    within = arch_label(comparison.within) if comparison.factor == "environment" else comparison.within
+    within = by_column(comparison.within_column).within_text(comparison.within)
     kw = comparison.kruskal
     if kw is None:
         return f"{noun} not compared on {metric} within {within}: {'; '.join(comparison.skipped)}."
@@ -118,17 +123,18 @@ def interaction_readings(results: object) -> list[str]:
     """One line per complete sub-design: does the environment's effect depend on the architecture?"""
     from repro.stats.tables import subdesign_label
 
+    first, second = (f.noun_text for f in results.factors)
     lines = []
     for number, sub in enumerate(results.interaction, start=1):
         art, srh = sub.art[2], sub.srh[2]
-        label = subdesign_label(sub.architectures, sub.environments, results.architectures)
+        label = subdesign_label(sub.architectures, sub.environments, results.architectures, results.factors)
         both = art.pvalue < 0.05 and srh.pvalue < 0.05
         verdict = (
-            "the environment's effect on energy depends on the architecture"
+            f"the {second}'s effect on energy depends on the {first}"
             if both
             else "the nonparametric tests disagree on an interaction"
             if art.pvalue < 0.05 or srh.pvalue < 0.05
-            else "no evidence that the environment's effect depends on the architecture"
+            else f"no evidence that the {second}'s effect depends on the {first}"
         )
         lines.append(
             f"S{number} ({label}): {verdict}: ART p = {_p(art.pvalue)}, {magnitude(art.partial_eta2)} "
@@ -137,7 +143,7 @@ def interaction_readings(results: object) -> list[str]:
         )
     if not lines:
         lines.append(
-            "No complete sub-design (two architectures run in the same two environments, 3+ runs each): "
+            f"No complete sub-design (two {first}s run in the same two {second}s, 3+ runs each): "
             "the interaction cannot be tested on these runs."
         )
     return lines
@@ -145,19 +151,23 @@ def interaction_readings(results: object) -> list[str]:
 
 def headline(results: object) -> str | None:
     """The largest reduction of median J/image, with the F1 given up, as one sentence."""
-    from repro.stats.tables import arch_label
-
     largest = next((i for i in results.improvements if i.kind == "largest"), None)
     if largest is None:
         return None
     given = largest.f1_given_up
     f1_text = f"giving up {given:.4f} in median F1" if given >= 0 else f"gaining {-given:.4f} in median F1"
     return (
-        f"Training {arch_label(largest.to_pair[0])} on {largest.to_pair[1]} instead of "
-        f"{arch_label(largest.from_pair[0])} on {largest.from_pair[1]} cuts the median energy per image "
+        f"Training {_cell(results, largest.to_pair)} instead of "
+        f"{_cell(results, largest.from_pair)} cuts the median energy per image "
         f"by {100 * largest.reduction:.2f}% ({largest.from_median:.4f} → {largest.to_median:.4f} J/image), "
         f"{f1_text} ({largest.from_f1:.4f} → {largest.to_f1:.4f})."
     )
+
+
+def _cell(results: object, pair: tuple[str, str]) -> str:
+    """A group of runs in a sentence: "MobileNet V2 on Cloud", "batch size 64" (one factor)."""
+    named = [f.within_text(level) for f, level in zip(results.factors, pair, strict=True)]
+    return named[0] if results.one_factor else " on ".join(named)
 
 
 def headline_caveat(results: object, min_group_size: int) -> str | None:
@@ -165,8 +175,6 @@ def headline_caveat(results: object, min_group_size: int) -> str | None:
 
     None when both groups have `min_group_size` runs or more (or there is no headline).
     """
-    from repro.stats.tables import arch_label
-
     largest = next((i for i in results.improvements if i.kind == "largest"), None)
     if largest is None:
         return None
@@ -175,8 +183,8 @@ def headline_caveat(results: object, min_group_size: int) -> str | None:
     if fewest >= min_group_size:
         return None
     pairs = list(zip((largest.to_pair, largest.from_pair), reversed(sizes), strict=True))
-    groups = " and ".join(f"{arch_label(arch)} on {env} has {_runs(n)}" for (arch, env), n in pairs)
-    short = [f"{arch_label(arch)} on {env}" for (arch, env), n in pairs if n < min_group_size]
+    groups = " and ".join(f"{_cell(results, pair)} has {_runs(n)}" for pair, n in pairs)
+    short = [_cell(results, pair) for pair, n in pairs if n < min_group_size]
     more = min_group_size - fewest
     seeds = ",".join(str(seed) for seed in range(fewest, min_group_size))
     return (
@@ -193,42 +201,55 @@ def unavailable(table: object, results: object, min_group_size: int, f1_floor: f
     Keys: rq1, rq1_tests, correlations, rq2, rq2_tests, gpu_usage, pareto, improvements, interaction,
     excluded.
     """
-    from repro.stats.tables import arch_label
+    from repro.stats.analyses import with_levels
 
-    runs, lines = table.runs, {}
+    first, second = results.factors
+    a, b = first.noun_text, second.noun_text
+    runs, _ = with_levels(table.runs, results.factors)  # the levels as the analyses saw them
+    lines = {}
     env, arch = results.environment, results.architecture
-    in_env = runs.loc[runs["environment"] == env, "architecture"].value_counts()
+    in_env = runs.loc[runs[second.column] == env, first.column].value_counts()
+    model = "model" if first.name == "architecture" else a
     if len(in_env) < 2:
         lines["rq1"] = (
-            f"RQ1 compares architectures trained in one environment, and {env} has one "
-            f"({arch_label(in_env.index[0])}): train a second model there to compare them."
+            f"RQ1 compares {a}s trained in one {b}, and {second.within_text(env)} has one "
+            f"({first.level_label(in_env.index[0])}): train a second {model} there to compare them."
         )
+        if results.one_factor:
+            only = first.level_label(in_env.index[0])
+            lines["rq1"] = f"The runs have one {a} ({only}): nothing to compare."
     elif all(c.kruskal is None for c in results.rq1):
-        lines["rq1_tests"] = _untested("architecture", env, in_env, min_group_size, arch_label)
+        within = second.within_text(env)
+        lines["rq1_tests"] = _untested(a, within, in_env, min_group_size, first.level_label)
     if all(c.result is None for c in results.correlations):
         lines["correlations"] = (
-            "No Spearman correlation: each needs at least 3 runs with both values in one environment."
+            f"No Spearman correlation: each needs at least 3 runs with both values in one {b}."
         )
-    for_arch = runs.loc[runs["architecture"] == arch, "environment"].value_counts()
-    if len(for_arch) < 2:
+    for_arch = runs.loc[runs[first.column] == arch, second.column].value_counts()
+    how = " (another machine or gpu= profile)" if second.name == "environment" else ""
+    if results.one_factor:
+        pass
+    elif len(for_arch) < 2:
         lines["rq2"] = (
-            f"RQ2 compares the environments that one architecture was trained in, and {arch_label(arch)} "
-            f"ran in one ({for_arch.index[0]}): train it in a second environment (another machine or "
-            "gpu= profile) to compare them."
+            f"RQ2 compares the {b}s that one {a} was trained in, and {first.within_text(arch)} "
+            f"ran in one ({second.level_label(for_arch.index[0])}): train it in a second {b}{how} to compare "
+            "them."
         )
     elif all(c.kruskal is None for c in results.rq2):
-        lines["rq2_tests"] = _untested("environment", arch_label(arch), for_arch, min_group_size, str)
+        within = first.within_text(arch)
+        lines["rq2_tests"] = _untested(b, within, for_arch, min_group_size, second.level_label)
     if runs["gpu_usage_pct"].isna().all():
         lines["gpu_usage"] = "No run recorded GPU usage (gpu_usage_pct), so there is no chart of it."
     if results.pareto["all"].empty:
         lines["pareto"] = f"No run reached F1 ≥ {f1_floor:g} (f1_floor), so there is no energy-F1 front."
     if not results.improvements:
-        lines["improvements"] = "One group (architecture and environment) only: no reduction to compare."
-    if len(results.environments) < 2 or len(results.architectures) < 2:
+        group = a if results.one_factor else f"{a} and {b}"
+        lines["improvements"] = f"One group ({group}) only: no reduction to compare."
+    if not results.one_factor and (len(results.environments) < 2 or len(results.architectures) < 2):
         lines["interaction"] = (
-            "The interaction needs two architectures each trained in the same two environments; these "
-            f"runs have {len(results.architectures)} architecture(s) in {len(results.environments)} "
-            "environment(s)."
+            f"The interaction needs two {a}s each trained in the same two {b}s; these "
+            f"runs have {len(results.architectures)} {a}(s) in {len(results.environments)} "
+            f"{b}(s)."
         )
     if table.excluded.empty:
         parents = f" {table.parent_runs} sweep parent run(s) skipped (not training runs)."
@@ -293,23 +314,103 @@ def _figures(runs: object, results: object, f1_floor: float) -> dict[str, str]:
         return {p.stem: base64.b64encode(p.read_bytes()).decode("ascii") for p in paths}
 
 
+def sections(
+    tables: dict[str, HtmlTable], results: object, lines: dict[str, str], figures: dict[str, str]
+) -> list[Section]:
+    """The page's parts after the headline, each table placed by its name (T1-T2 in the design, T3a and T5
+    in RQ1, ...). A table no part names is shown under "More tables", so a new table appears without
+    editing this function or the template.
+    """
+    left = {name: t for name, t in tables.items() if not name.startswith(PAPER_ONLY_TABLES)}
+
+    def take(prefix: str) -> list[tuple[str, object]]:
+        return [("table", left.pop(name)) for name in [n for n in left if n.startswith(prefix)]]
+
+    def figure(name: str, caption: str) -> list[tuple[str, object]]:
+        return [("figure", (name, caption))] if name in figures else []
+
+    def unless(key: str, blocks: list[tuple[str, object]]) -> list[tuple[str, object]]:
+        return [("missing", lines[key])] if key in lines else blocks
+
+    first, second = results.factors
+    a, b = first.noun_text, second.noun_text
+    design = take("t1") + take("t2")
+    rq1_tables, correlations, rq2_tables = take("t3a"), take("t5"), take("t4a")
+    improvements, interaction, excluded = take("t6"), take("t7"), take("excluded")
+    rq1_within = "" if results.one_factor else f" (within {second.within_text(results.environment)})"
+    found = [
+        Section("design", "Design (T1)", design),
+        Section(
+            "rq1",
+            f"RQ1: do {a}s differ{rq1_within}?",
+            unless(
+                "rq1",
+                figure("f1_energy_bars", "Median energy per image, with interquartile range and runs per bar")
+                + figure("f7_energy_boxes", f"Energy per image per {a}, one panel per {b}")
+                + figure("f6_energy_gflops", "Energy per image against the architecture's GFLOPs")
+                + unless(
+                    "rq1_tests",
+                    [("readings", [omnibus_reading(c, f"{a}s") for c in results.rq1]), *rq1_tables],
+                ),
+            )
+            + unless("correlations", correlations),
+        ),
+    ]
+    if not results.one_factor:
+        found.append(
+            Section(
+                "rq2",
+                f"RQ2: do {b}s differ (for {first.within_text(results.architecture)})?",
+                unless(
+                    "rq2",
+                    unless("gpu_usage", figure("f2_gpu_usage_bars", "Median GPU usage"))
+                    + figure("f3_duration_bars", "Median duration per image")
+                    + unless(
+                        "rq2_tests",
+                        [("readings", [omnibus_reading(c, f"{b}s") for c in results.rq2]), *rq2_tables],
+                    ),
+                ),
+            )
+        )
+    found.append(
+        Section(
+            "tradeoff",
+            "Trade-off: energy against F1",
+            figure("f4_f1_bars", "Median F1 (the axis starts near the data)")
+            + unless("pareto", figure("f5_energy_f1_pareto", "Energy against F1 with the Pareto front"))
+            + unless("improvements", improvements),
+        )
+    )
+    if not results.one_factor:
+        found.append(
+            Section(
+                "interaction",
+                f"Interaction: does the best {b} depend on the {a}?",
+                unless(
+                    "interaction",
+                    figure("f8_interaction", f"Median energy per image per {a}, one line per {b}")
+                    + [("readings", interaction_readings(results))]
+                    + (interaction if results.interaction else []),
+                ),
+            )
+        )
+    found.append(Section("excluded", "Excluded runs", unless("excluded", excluded)))
+    if left:
+        found.append(Section("more", "More tables", [("table", t) for t in left.values()]))
+    return found
+
+
 def render(cfg: DictConfig) -> str:
     """Read the runs, analyse them, and return the report's HTML."""
     import jinja2
 
-    from repro.stats.analyses import analyse_as_configured
-    from repro.stats.runs import apply_outlier_policy, load_mlflow, load_published
-    from repro.stats.tables import interaction_table, study_tables
+    from repro.stats.study import analyse_study, read_runs
+    from repro.stats.tables import study_tables
 
-    if cfg.source == "published":
-        table = load_published(_path(cfg.published_path), _path(cfg.exclusions_path))
-    else:
-        table = load_mlflow(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.parent_run_id)
-    table = apply_outlier_policy(table, cfg.outlier_policy)
+    table = read_runs(cfg)
     log.info("[2/3] analysing %d runs (%d left out)", len(table.runs), len(table.excluded))
-    results = analyse_as_configured(table.runs, cfg)
+    results = analyse_study(table, cfg)
     tables = {t.name: _html_table(t) for t in study_tables(table, results)}
-    tables["t7_interaction"] = _html_table(interaction_table(results))
     log.info("[3/3] drawing the figures and writing the page")
     environment = jinja2.Environment(
         loader=jinja2.PackageLoader("repro", "templates"),
@@ -317,43 +418,29 @@ def render(cfg: DictConfig) -> str:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
+    figures = _figures(table.runs, results, cfg.f1_floor)
+    lines = unavailable(table, results, cfg.min_group_size, cfg.f1_floor)
+    first, second = results.factors
     return environment.get_template("report.html.j2").render(
+        title=f"{first.label} and {second.noun_text}" if not results.one_factor else first.label,
         source=table.source,
         energy_basis=table.energy_basis,
         n_runs=len(table.runs),
         n_excluded=len(table.excluded),
         headline=headline(results),
         headline_caveat=headline_caveat(results, cfg.min_group_size),
-        unavailable=unavailable(table, results, cfg.min_group_size, cfg.f1_floor),
-        rq1_environment=results.environment,
-        rq2_architecture=_arch(results.architecture),
-        rq1_readings=[omnibus_reading(c, "architectures") for c in results.rq1],
-        rq2_readings=[omnibus_reading(c, "environments") for c in results.rq2],
-        interaction_readings=interaction_readings(results),
-        interaction_tested=bool(results.interaction),
-        tables=tables,
-        figures=_figures(table.runs, results, cfg.f1_floor),
+        sections=sections(tables, results, lines, figures),
+        figures=figures,
         measurement=_measurement(cfg, table),
         notes=list(results.notes),
     )
 
 
-def _arch(name: str) -> str:
-    from repro.stats.tables import arch_label
-
-    return arch_label(name)
-
-
 def run(cfg: DictConfig) -> Path:
     """Check the request, write the report, and return its path."""
-    if cfg.source not in _SOURCES:
-        raise UserError(f"source={cfg.source} is not known; use one of {', '.join(_SOURCES)}")
-    if cfg.source == "mlflow" and not cfg.mlflow.experiment:
-        raise UserError("source=mlflow needs mlflow.experiment=NAME (the experiment your runs went to)")
-    if cfg.min_group_size < 2:
-        raise UserError(f"min_group_size={cfg.min_group_size} is too small; use 3 or more")
-    if cfg.art_sums_of_squares not in ART_SUMS_OF_SQUARES:
-        raise UserError(f"art_sums_of_squares={cfg.art_sums_of_squares} is not known; use II or III")
+    from repro.stats.study import check_request
+
+    check_request(cfg)
     path = output_path(cfg)
     _check_writable(path)
     log.info("[1/3] reading runs (source=%s)", cfg.source)
@@ -364,16 +451,8 @@ def run(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=str(_REPO_ROOT / "conf"), config_name="report")
-def _main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        run(cfg)
-
-
-def main() -> None:
-    """Console entry point (`repro-report`); shows progress lines on stderr."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _main()
+#: Console entry point (`repro-report`); shows progress lines on stderr.
+main = entry_point("report", run)
 
 
 if __name__ == "__main__":

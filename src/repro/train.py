@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from repro import loop, names, reconcile, tracking
+from repro import factors, loop, names, reconcile, tracking
 from repro.composition import register_configs
 from repro.config import CONF_DIR, Config, job_config
 from repro.data import DataBundle, build_data
@@ -50,6 +50,7 @@ class JobContext:
     choices: dict[str, str] = field(default_factory=dict)  # config group -> chosen option
     job_num: int | None = None  # None for a single run
     sweep_dir: Path | None = None
+    settings: dict[str, object] = field(default_factory=dict)  # study factors set on the command line
 
 
 def run(composed: DictConfig | Config, context: JobContext) -> float:
@@ -87,7 +88,8 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
     monitor = create_monitor(cfg.energy, device.torch_device, context.output_dir / "energy")
 
     architecture = context.choices.get("model") or cfg.model.name
-    run_name = cfg.run_name or f"{architecture}-{cfg.gpu.name}-s{cfg.seed}"
+    suffix = factors.run_name_suffix(context.settings)  # e.g. -bs64-bf16: a sweep names its jobs apart
+    run_name = cfg.run_name or f"{architecture}-{cfg.gpu.name}{suffix}-s{cfg.seed}"
     parent_run_id = cfg.tracking.parent_run_id or tracking.read_parent_run_id(context.output_dir)
     tags = {
         **tracking.provenance_tags(),
@@ -202,6 +204,7 @@ def _hydra_entry(cfg: DictConfig) -> float:
         choices={key: str(value) for key, value in hydra_cfg.runtime.choices.items()},
         job_num=hydra_cfg.job.num if multirun else None,
         sweep_dir=Path(hydra_cfg.sweep.dir) if multirun else None,
+        settings=factors.command_line_settings(cfg, list(hydra_cfg.overrides.task)),
     )
     if multirun:
         try:

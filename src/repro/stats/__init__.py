@@ -5,7 +5,12 @@
 - `repro.stats.tradeoff`: the Pareto front and the improvement matrix;
 - `repro.stats.runs`: the tidy runs table, from the published data or from MLflow;
 - `repro.stats.analyses`: RQ1, RQ2, the correlations, the trade-off and the improvements;
-- `repro.stats.tables` and `repro.stats.figures`: what `python -m repro.paper` writes.
+- `repro.stats.tables` and `repro.stats.figures`: what `python -m repro.paper` writes;
+- `repro.stats.study`: the pipeline and entry point that `repro.paper`, `repro.report` and
+  `repro.stats.replication` share.
+
+The analyses compare the factors that `study.factors` names among those `repro.factors` declares
+(default: the study's architecture and environment).
 """
 
 from repro.stats.analyses import StudyResults, analyse

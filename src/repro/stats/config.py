@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from repro.factors import STUDY_FACTORS
+
 #: The sums of squares T7's ART can read (`repro.stats.interaction.art_anova`).
 ART_SUMS_OF_SQUARES: tuple[str, ...] = ("II", "III")
 
@@ -20,6 +22,16 @@ class MlflowSourceConfig:
 
 
 @dataclass
+class StudyConfig:
+    """Which declared factors (`repro.factors.FACTORS`) the analyses compare."""
+
+    # One or two of: architecture, environment, batch_size, image_size, precision, power_limit_w. The first's
+    # levels are compared within one level of the second (RQ1), the second's within one of the first (RQ2),
+    # and two factors get T7's interaction. Default: the study's design.
+    factors: list[str] = field(default_factory=lambda: list(STUDY_FACTORS))
+
+
+@dataclass
 class PaperConfig:
     """Which runs to analyse, which groups to hold fixed, and where the tables and figures go.
 
@@ -30,6 +42,7 @@ class PaperConfig:
     published_path: str = "paper/data/dl-training-energy-consumption-dataset.parquet"  # the authors' runs
     exclusions_path: str = "paper/data/exclusions.csv"  # published only: the authors' excluded runs
     mlflow: MlflowSourceConfig = field(default_factory=MlflowSourceConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     outlier_policy: str = "none"  # none | iqr3 (runs beyond 3 x IQR of their group, listed with the reason)
     environment: str | None = None  # RQ1's environment; null: the study's (Cloud) when present
     architecture: str | None = None  # RQ2's architecture; null: the study's (mobilenet_v2) when present

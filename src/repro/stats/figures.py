@@ -18,8 +18,9 @@ import pandas as pd  # noqa: E402
 from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from repro.factors import STUDY_FACTORS  # noqa: E402
 from repro.stats.analyses import StudyResults  # noqa: E402
-from repro.stats.tables import METRIC_LABELS, arch_label  # noqa: E402
+from repro.stats.tables import METRIC_LABELS  # noqa: E402
 
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"CreationDate": None, "Producer": None, "Creator": None}
@@ -120,8 +121,9 @@ def median_bars(runs: pd.DataFrame, results: StudyResults, metric: str) -> plt.F
     never run is marked "not run". The F1 axis starts near the data (said on the axis), and an axis
     where one bar dwarfs the rest is logarithmic.
     """
+    first, second = results.factors
     archs, envs = list(results.architectures), list(results.environments)
-    grouped = runs.dropna(subset=[metric]).groupby(["architecture", "environment"])[metric]
+    grouped = runs.dropna(subset=[metric]).groupby([first.column, second.column])[metric]
     medians, q1, q3, counts = grouped.median(), grouped.quantile(0.25), grouped.quantile(0.75), grouped.size()
     figure, axes = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
     width = 0.8 / max(len(envs), 1)
@@ -177,7 +179,9 @@ def median_bars(runs: pd.DataFrame, results: StudyResults, metric: str) -> plt.F
                     rotation=90,
                     color="0.2",
                 )
-    axes.set_xticks(x, [arch_label(a) for a in archs])
+    axes.set_xticks(x, [first.level_label(a) for a in archs])
+    if first.name not in STUDY_FACTORS:  # the study's levels name themselves; a setting's are bare numbers
+        axes.set_xlabel(first.label)
     label = f"median {METRIC_LABELS.get(metric, metric)}"
     if log_axis:
         axes.set_yscale("log")
@@ -191,22 +195,23 @@ def median_bars(runs: pd.DataFrame, results: StudyResults, metric: str) -> plt.F
         axes.set_ylim(ymin, ymax * (4 if log_axis else 1.15))  # room for the n labels
     axes.set_ylabel(label)
     axes.set_title("bars: median; whiskers: interquartile range; n: runs", fontsize="small", loc="left")
-    figure.legend(title="environment", fontsize="small", loc="outside right upper")
+    figure.legend(title=second.noun_text, fontsize="small", loc="outside right upper")
     axes.grid(axis="y", alpha=0.3)
     return figure
 
 
 def energy_f1_pareto(runs: pd.DataFrame, results: StudyResults, f1_floor: float) -> plt.Figure:
     """Energy against F1 (runs with F1 >= f1_floor) with the Pareto front: all runs, then per environment."""
-    panels = ["all", *results.environments]
+    first, second = results.factors
+    panels = ["all", *(() if results.one_factor else results.environments)]
     figure, axes = plt.subplots(
         1, len(panels), figsize=(3.4 * len(panels), 3.6), layout="constrained", squeeze=False, sharey=True
     )
     usable = runs[runs["f1"] >= f1_floor]
     for ax, panel in zip(axes[0], panels, strict=True):
-        subset = usable if panel == "all" else usable[usable["environment"] == panel]
+        subset = usable if panel == "all" else usable[usable[second.column] == panel]
         for colour, arch in enumerate(results.architectures):  # the same colour in every panel
-            points = subset[subset["architecture"] == arch]
+            points = subset[subset[first.column] == arch]
             if len(points):
                 ax.scatter(
                     points["energy_j_per_image"],
@@ -214,7 +219,7 @@ def energy_f1_pareto(runs: pd.DataFrame, results: StudyResults, f1_floor: float)
                     s=10,
                     alpha=0.6,
                     color=f"C{colour}",
-                    label=arch_label(arch),
+                    label=first.level_label(arch),
                     rasterized=len(subset) > RASTER_POINTS,
                 )
         front = results.pareto[panel]
@@ -226,7 +231,7 @@ def energy_f1_pareto(runs: pd.DataFrame, results: StudyResults, f1_floor: float)
             linewidth=1,
             label="Pareto front",
         )
-        ax.set_title("all environments" if panel == "all" else panel, fontsize="medium")
+        ax.set_title(f"all {second.noun_text}s" if panel == "all" else panel, fontsize="medium")
         ax.set_xlabel(METRIC_LABELS["energy_j_per_image"])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"F1 (runs with F1 ≥ {f1_floor:g}; shared axis)")
@@ -240,9 +245,10 @@ def energy_gflops(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
 
     The GFLOPs axis is logarithmic when they span a factor of ten or more.
     """
+    second = results.factors[1]
     figure, axes = plt.subplots(figsize=(5, 3.6), layout="constrained")
     for env in results.environments:
-        subset = runs[runs["environment"] == env]
+        subset = runs[runs[second.column] == env]
         axes.scatter(
             subset["gflops"],
             subset["energy_j_per_image"],
@@ -258,7 +264,7 @@ def energy_gflops(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
     else:
         axes.set_xlabel("GFLOPs")
     axes.set_ylabel(METRIC_LABELS["energy_j_per_image"])
-    figure.legend(title="environment", fontsize="small", loc="outside right upper")
+    figure.legend(title=second.noun_text, fontsize="small", loc="outside right upper")
     axes.grid(alpha=0.3)
     return figure
 
@@ -269,6 +275,7 @@ def energy_boxes(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
     A group of fewer than `_FEW_RUNS` runs gets no box: its runs are drawn as points, and the axis then
     starts at zero, so that a gap between two single runs is not blown up to fill the panel.
     """
+    first, second = results.factors
     envs = list(results.environments)
     width_in = max(3.6 * len(envs), 5.0)
     figure, axes = plt.subplots(
@@ -276,14 +283,14 @@ def energy_boxes(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
     )
     few = False
     for ax, env in zip(axes[0], envs, strict=True):
-        subset = runs[runs["environment"] == env]
-        archs = [a for a in results.architectures if (subset["architecture"] == a).any()]
+        subset = runs[runs[second.column] == env]
+        archs = [a for a in results.architectures if (subset[first.column] == a).any()]
         data = [
-            subset.loc[subset["architecture"] == a, "energy_j_per_image"].dropna().to_numpy() for a in archs
+            subset.loc[subset[first.column] == a, "energy_j_per_image"].dropna().to_numpy() for a in archs
         ]
         boxed = [i for i, values in enumerate(data) if len(values) >= _FEW_RUNS]
         if len(boxed) == len(data):
-            ax.boxplot(data, tick_labels=[arch_label(a) for a in archs])
+            ax.boxplot(data, tick_labels=[first.level_label(a) for a in archs])
         else:
             few = True
             if boxed:
@@ -291,7 +298,7 @@ def energy_boxes(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
             for i, values in enumerate(data):
                 if i not in boxed:
                     ax.scatter(np.full(len(values), i + 1), values, s=16, color="C0", zorder=3)
-            ax.set_xticks(range(1, len(archs) + 1), [arch_label(a) for a in archs])
+            ax.set_xticks(range(1, len(archs) + 1), [first.level_label(a) for a in archs])
             ax.set_xlim(0.5, len(archs) + 0.5)
         # Anchored at their right end, rotated labels stay under their box and inside the figure.
         ax.set_xticks(ax.get_xticks(), ax.get_xticklabels(), rotation=45, ha="right", rotation_mode="anchor")
@@ -309,24 +316,29 @@ def interaction_lines(runs: pd.DataFrame, results: StudyResults) -> plt.Figure:
 
     An architecture that an environment never ran is left off that environment's line (and said so).
     """
+    first, second = results.factors
     archs, envs = list(results.architectures), list(results.environments)
-    medians = runs.groupby(["architecture", "environment"])["energy_j_per_image"].median()
+    medians = runs.groupby([first.column, second.column])["energy_j_per_image"].median()
     figure, axes = plt.subplots(figsize=(7, 4), layout="constrained")
     x = np.arange(len(archs))
     missing = []
     for i, env in enumerate(envs):
         values = np.array([medians.get((a, env), np.nan) for a in archs])
         axes.plot(x, values, marker="o", color=f"C{i}", label=env)
-        missing += [f"{arch_label(a)} on {env}" for a, v in zip(archs, values, strict=True) if np.isnan(v)]
-    axes.set_xticks(x, [arch_label(a) for a in archs])
+        missing += [
+            f"{first.level_label(a)} on {env}" for a, v in zip(archs, values, strict=True) if np.isnan(v)
+        ]
+    axes.set_xticks(x, [first.level_label(a) for a in archs])
+    if first.name not in STUDY_FACTORS:
+        axes.set_xlabel(first.label)
     axes.set_ylim(bottom=0)
     axes.set_ylabel("median Energy (J/image)")
-    title = "Architecture × environment: parallel lines would mean no interaction"
+    title = f"{first.label} × {second.noun_text}: parallel lines would mean no interaction"
     if missing:
         title += f"\nnot run: {', '.join(missing)}"
     axes.set_title(title, fontsize="small", loc="left")
     axes.grid(alpha=0.3, which="both")
-    figure.legend(title="environment", fontsize="small", loc="outside right upper")
+    figure.legend(title=second.noun_text, fontsize="small", loc="outside right upper")
     return figure
 
 
@@ -337,7 +349,13 @@ def study_figures(
     f1_floor: float,
     formats: tuple[str, ...] = FORMATS,
 ) -> list[Path]:
-    """Draw and save every figure of the study in `formats`; returns the paths written."""
+    """Draw and save every figure of the study in `formats`; returns the paths written.
+
+    A one-factor study has no interaction figure (F8).
+    """
+    from repro.stats.analyses import with_levels
+
+    runs, _ = with_levels(runs, results.factors)  # the levels as the analyses saw them
     with plt.rc_context({"svg.hashsalt": "repro", "pdf.compression": 6}):
         paths = []
         for metric, name in (
@@ -350,5 +368,6 @@ def study_figures(
         paths += save(energy_f1_pareto(runs, results, f1_floor), folder, "f5_energy_f1_pareto", formats)
         paths += save(energy_gflops(runs, results), folder, "f6_energy_gflops", formats)
         paths += save(energy_boxes(runs, results), folder, "f7_energy_boxes", formats)
-        paths += save(interaction_lines(runs, results), folder, "f8_interaction", formats)
+        if not results.one_factor:
+            paths += save(interaction_lines(runs, results), folder, "f8_interaction", formats)
     return paths

@@ -19,7 +19,7 @@ parametric ANOVA's assumptions hold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 
 import numpy as np
@@ -317,9 +317,24 @@ def interaction(
     metric: str = "energy_j_per_image",
     min_cell: int = 3,
     art_sums_of_squares: str = "II",
+    columns: tuple[str, str] = ("architecture", "environment"),
 ) -> tuple[SubDesign, ...]:
-    """T7: every maximal complete sub-design of the runs, analysed; empty when the data has none."""
-    return tuple(
-        analyse_subdesign(runs, archs, envs, metric, art_sums_of_squares)
-        for archs, envs in complete_subdesigns(runs, environments, architectures, metric, min_cell)
+    """T7: every maximal complete sub-design of the runs, analysed; empty when the data has none.
+
+    `columns` hold the two factors' levels (the study's: architecture and environment); the effects
+    are named after them ("batch_size", "precision", "batch_size:precision").
+    """
+    first, second = columns
+    frame = runs[[first, second, "run", metric]].set_axis(
+        ["architecture", "environment", "run", metric], axis=1
     )
+    effect_names = dict(zip(EFFECTS, (first, second, f"{first}:{second}"), strict=True))
+
+    def named(rows: tuple[EffectRow, ...]) -> tuple[EffectRow, ...]:
+        return tuple(replace(row, effect=effect_names[row.effect]) for row in rows)
+
+    found = []
+    for archs, envs in complete_subdesigns(frame, environments, architectures, metric, min_cell):
+        sub = analyse_subdesign(frame, archs, envs, metric, art_sums_of_squares)
+        found.append(replace(sub, anova=named(sub.anova), art=named(sub.art), srh=named(sub.srh)))
+    return tuple(found)

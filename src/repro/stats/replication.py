@@ -16,18 +16,16 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from repro import names
-from repro.errors import UserError, exit_on_user_error
-from repro.paths import repo_root
+from repro.errors import UserError
 from repro.stats.analyses import STUDY_ENVIRONMENT, analyse
 from repro.stats.config import register
-from repro.stats.runs import RunsTable, apply_outlier_policy, load_mlflow, load_published
+from repro.stats.runs import RunsTable, load_published
+from repro.stats.study import entry_point, read_runs, repo_path
 
 log = logging.getLogger(__name__)
-_REPO_ROOT = repo_root()
 #: The significance level of the study's tests.
 ALPHA = 0.05
 
@@ -168,11 +166,6 @@ def comparison_markdown(own: Rq1Summary, study: Rq1Summary) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _path(value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else _REPO_ROOT / path
-
-
 def run(cfg: DictConfig) -> Path:
     """Write `comparison.md` for the runs of `cfg.mlflow` and return its path."""
     if cfg.source != "mlflow" or not cfg.mlflow.experiment:
@@ -180,15 +173,14 @@ def run(cfg: DictConfig) -> Path:
             "the comparison needs your runs: source=mlflow mlflow.experiment=NAME "
             "[mlflow.tracking_uri=URI] [mlflow.parent_run_id=ID]"
         )
-    own_table = load_mlflow(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, cfg.mlflow.parent_run_id)
-    own_table = apply_outlier_policy(own_table, cfg.outlier_policy)
-    published = load_published(_path(cfg.published_path), _path(cfg.exclusions_path))
+    own_table = read_runs(cfg)
+    published = load_published(repo_path(cfg.published_path), repo_path(cfg.exclusions_path))
     label = f"this replication ({cfg.mlflow.experiment})"
     own = rq1_summary(own_table, label, cfg.environment, cfg.min_group_size)
     study = rq1_summary(published, f"the study's {STUDY_ENVIRONMENT}", STUDY_ENVIRONMENT, cfg.min_group_size)
     default_tables = Path("reports") / str(cfg.mlflow.experiment) / "tables"  # as python -m repro.paper
     tables = default_tables if cfg.tables_dir is None else Path(cfg.tables_dir)
-    target = _path(str(tables)).parent / "comparison.md"
+    target = repo_path(str(tables)).parent / "comparison.md"
     target.parent.mkdir(parents=True, exist_ok=True)
     text = comparison_markdown(own, study)
     target.write_text(text)
@@ -197,16 +189,8 @@ def run(cfg: DictConfig) -> Path:
     return target
 
 
-@hydra.main(version_base="1.3", config_path=str(_REPO_ROOT / "conf"), config_name="paper")
-def _main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
-        run(cfg)
-
-
-def main() -> None:
-    """`python -m repro.stats.replication`: the same options as `python -m repro.paper`."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _main()
+#: `python -m repro.stats.replication`: the same options as `python -m repro.paper`.
+main = entry_point("paper", run)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pandas as pd
 
 from repro import names
 from repro.errors import UserError
+from repro.factors import FACTORS, SETTING_FACTORS, Factor
 from repro.stats.mlflow_sql import Keys, Runs
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,8 @@ RUN_COLUMNS: tuple[str, ...] = (
     names.GFLOPS,
     names.PARAMS_M,
     "gpu_name",
-    "power_limit_w",
+    "power_limit_w",  # NVML's limit, else the `gpu` profile's nominal TDP (T1b's description)
+    *(f.column for f in SETTING_FACTORS),  # every declared setting factor's level (None/NaN: lacks it)
 )
 #: The metrics the analyses test; NaNs in them are reported and dropped per analysis.
 METRICS: tuple[str, ...] = (
@@ -84,16 +86,21 @@ PROVENANCE_TAG_PREFIX = names.energy_method_tag("")
 #: What `load_mlflow` reads of a run, and nothing else: what the tables, the study's factors and the
 #: report's measurement section use.
 MLFLOW_KEYS = Keys(
-    tags=(
-        names.TAG_MODEL,
-        names.TAG_GPU,
-        names.TAG_KIND,
-        "mlflow.parentRunId",
-        names.TAG_DEVICE_NAME,
-        names.TAG_DEVICE_POWER_LIMIT_W,
-        names.TAG_ENERGY_ESTIMATED,
+    tags=tuple(
+        dict.fromkeys(  # the settings' tags, once each
+            (
+                names.TAG_MODEL,
+                names.TAG_GPU,
+                names.TAG_KIND,
+                "mlflow.parentRunId",
+                names.TAG_DEVICE_NAME,
+                names.TAG_DEVICE_POWER_LIMIT_W,
+                names.TAG_ENERGY_ESTIMATED,
+                *(f.tag for f in SETTING_FACTORS if f.tag),
+            )
+        )
     ),
-    params=(names.PARAM_GPU_LABEL, names.PARAM_GPU_TDP_W),
+    params=(names.PARAM_GPU_LABEL, names.PARAM_GPU_TDP_W, *(f.param for f in SETTING_FACTORS if f.param)),
     metrics=(
         names.ENERGY_J_PER_IMAGE,
         names.GPU_ENERGY_J_PER_IMAGE,
@@ -190,6 +197,7 @@ def load_published(data_path: Path, exclusions_path: Path) -> RunsTable:
             names.PARAMS_M: raw["architecture"].map(PUBLISHED_PARAMS_M).astype(float),
             "gpu_name": raw["gpu model"].astype(str),
             "power_limit_w": raw["max power limit (W)"].astype(float),
+            **{f.column: _published_levels(raw, f) for f in SETTING_FACTORS},
         }
     )
     keys = pd.DataFrame(
@@ -382,6 +390,7 @@ def _tidy_mlflow(
             names.PARAMS_M: metric(names.PARAMS_M),
             "gpu_name": device.where(device != "", _text_column(raw, f"params.{names.PARAM_GPU_LABEL}")),
             "power_limit_w": nvml_limit_w.fillna(nominal_tdp_w),
+            **{f.column: _run_levels(raw, f) for f in SETTING_FACTORS},
         }
     )
     # Before repro counted validation images (as the study did), a run's `images_seen` and every per-image
@@ -438,6 +447,27 @@ def _tidy_mlflow(
         f"MLflow {tracking_uri}, experiment {experiment!r}",
         parent_runs,
         provenance,
+    )
+
+
+def _published_levels(raw: pd.DataFrame, factor: Factor) -> pd.Series:
+    """A setting factor's level in every published run: its column, or the value the protocol fixed."""
+    values = (
+        raw[factor.published_column]
+        if factor.published_column
+        else pd.Series(factor.published_value, raw.index)
+    )
+    return pd.Series(
+        [factor.level(v) for v in values], index=raw.index, dtype=float if factor.numeric else object
+    )
+
+
+def _run_levels(raw: pd.DataFrame, factor: Factor) -> pd.Series:
+    """A setting factor's level in every MLflow run, from its param (else its tag); None/NaN: it lacks it."""
+    column = f"params.{factor.param}" if factor.param else f"tags.{factor.tag}"
+    values = raw[column] if column in raw else pd.Series(None, index=raw.index, dtype=object)
+    return pd.Series(
+        [factor.level(v) for v in values], index=raw.index, dtype=float if factor.numeric else object
     )
 
 
@@ -504,12 +534,29 @@ def apply_outlier_policy(table: RunsTable, policy: str) -> RunsTable:
 
 def environment_order(runs: pd.DataFrame) -> list[str]:
     """Environments from the least to the most powerful (by power limit, then name)."""
-    return _order(runs, "environment", "power_limit_w")
+    return level_order(runs, FACTORS["environment"])
 
 
 def architecture_order(runs: pd.DataFrame) -> list[str]:
     """Architectures from the cheapest to the costliest forward pass (by GFLOPs, then name)."""
-    return _order(runs, "architecture", "gflops")
+    return level_order(runs, FACTORS["architecture"])
+
+
+def level_order(runs: pd.DataFrame, factor: Factor) -> list[str]:
+    """A factor's levels in the runs, in its declared order (`repro.factors.Factor.levels`).
+
+    Declared levels come first; then by value for a numeric factor (its column holds text by then,
+    `repro.stats.analyses.with_levels`), else by the median of its `order_by` column, else by name.
+    """
+    present = [str(level) for level in runs[factor.column].dropna().unique()]
+    if factor.order_by:
+        return _order(runs, factor.column, factor.order_by)
+    declared = [level for level in factor.levels if level in present]
+    rest = sorted(
+        set(present) - set(declared),
+        key=lambda level: (float(level), level) if factor.numeric else (0.0, level),
+    )
+    return declared + rest
 
 
 def _order(runs: pd.DataFrame, column: str, by: str) -> list[str]:

@@ -13,18 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from repro.stats.analyses import Comparison, StudyResults
+from repro.factors import ALL_RUNS, ARCHITECTURE_LABELS, FACTORS, STUDY_FACTORS, Factor, by_column
+from repro.stats.analyses import Comparison, StudyResults, value_column
 from repro.stats.runs import RunsTable
 from repro.stats.significance import SHAPIRO_MAX_N, ShapiroResult
 
-#: How the tables name the study's architectures and metrics; other names are shown as they are.
-ARCHITECTURE_LABELS: dict[str, str] = {
-    "mobilenet_v2": "MobileNet V2",
-    "nasnet_mobile": "NASNet Mobile",
-    "resnet50": "ResNet50",
-    "xception": "Xception",
-    "vgg16": "VGG16",
-}
+__all__ = ["ARCHITECTURE_LABELS"]  # declared with the factors (repro.factors); shown from here too
+
+#: How the tables name the study's metrics (and the numeric factors' values); others as they are.
 METRIC_LABELS: dict[str, str] = {
     "energy_j_per_image": "Energy (J/image)",
     "gpu_usage_pct": "GPU usage (%)",
@@ -159,7 +155,10 @@ def arch_label(value: object) -> str:
 
 
 def metric_label(value: object) -> str:
-    return METRIC_LABELS.get(str(value), str(value))
+    return METRIC_LABELS.get(str(value), _FACTOR_VALUE_LABELS.get(str(value), str(value)))
+
+
+_FACTOR_VALUE_LABELS = {value_column(f): f.label for f in FACTORS.values() if f.numeric}
 
 
 def _text(value: object) -> str:
@@ -170,8 +169,11 @@ def _integer(value: object) -> str:
     return "–" if _missing(value) else str(int(value))
 
 
-def design_tables(table: RunsTable) -> list[Table]:
-    """T1: the architectures (GFLOPs, parameters) and the environments (GPU, power limit)."""
+def design_tables(table: RunsTable, results: StudyResults | None = None) -> list[Table]:
+    """T1: the architectures (GFLOPs, parameters) and the environments (GPU, power limit).
+
+    With `results` of a study over other factors, T1c-d: each such factor's levels and their runs.
+    """
     runs = table.runs
     from repro.stats.runs import architecture_order, environment_order
 
@@ -216,7 +218,43 @@ def design_tables(table: RunsTable) -> list[Table]:
             ),
             (f"Energy measured: {table.energy_basis}.",),
         ),
+        *(
+            _levels_table(runs, chosen, letter)
+            for letter, chosen in zip("cd", _settings(results), strict=False)  # at most two: T1c, T1d
+        ),
     ]
+
+
+def _settings(results: StudyResults | None) -> list[Factor]:
+    """The study's factors other than architecture and environment (and the one-factor stand-in)."""
+    chosen = results.factors if results else ()
+    return [f for f in chosen if f.name not in STUDY_FACTORS and f is not ALL_RUNS]
+
+
+def _levels_table(runs: pd.DataFrame, chosen: Factor, letter: str) -> Table:
+    """T1c/d: a setting factor's levels, the runs at each, and how many runs lack it."""
+    from repro.stats.analyses import with_levels
+    from repro.stats.runs import level_order
+
+    kept, notes = with_levels(runs, (chosen, ALL_RUNS))
+    counts = kept.groupby(chosen.column).agg(
+        architectures=("architecture", "nunique"),
+        environments=("environment", "nunique"),
+        runs=("run", "size"),
+    )
+    frame = counts.loc[level_order(kept, chosen)].reset_index().rename(columns={chosen.column: "level"})
+    return Table(
+        f"t1{letter}_{chosen.name}",
+        f"{chosen.label}: the levels in the runs",
+        frame,
+        (
+            Column("level", chosen.label, chosen.label, chosen.level_label),
+            Column("architectures", "Architectures", "Architectures", _integer),
+            Column("environments", "Environments", "Environments", _integer),
+            Column("runs", "Runs", "Runs", _integer),
+        ),
+        tuple(notes) or (f"Every run has a {chosen.noun_text}.",),
+    )
 
 
 def _design_notes(table: RunsTable) -> tuple[str, ...]:
@@ -235,16 +273,24 @@ PER_IMAGE_NOTE = (
 )
 
 
+def _factor_column(chosen: Factor, key: str | None = None, header: str | None = None) -> Column:
+    """A column of a factor's levels (header: its label), shown as the factor shows them."""
+    header = header or chosen.label
+    return Column(key or chosen.column, header, header, chosen.level_label)
+
+
 def medians_table(results: StudyResults) -> Table:
-    """T2: medians per architecture x environment."""
+    """T2: medians per architecture x environment (per level of the first factor x the second)."""
+    first, second = results.factors
     frame = results.medians.reset_index()
+    title = f"Medians per {first.noun_text}" + ("" if results.one_factor else f" and {second.noun_text}")
     return Table(
         "t2_medians",
-        "Medians per architecture and environment",
+        title,
         frame,
         (
-            Column("architecture", "Architecture", "Architecture", arch_label),
-            Column("environment", "Environment", "Environment"),
+            _factor_column(first),
+            *(() if results.one_factor else (_factor_column(second),)),
             Column("n", "Runs", "Runs", _integer),
             Column("energy_j_per_image", "Energy (J/image)", "Energy (J/image)", fixed(4)),
             Column("gpu_usage_pct", "GPU usage (%)", "GPU usage (\\%)", fixed(2)),
@@ -258,8 +304,9 @@ def medians_table(results: StudyResults) -> Table:
 def comparison_tables(prefix: str, question: str, comparisons: tuple[Comparison, ...]) -> list[Table]:
     """T3/T4: the omnibus tests per metric, the pairs (Dunn-Holm, Games-Howell, Cliff's delta), normality."""
     first = comparisons[0]
-    label = arch_label if first.factor == "architecture" else str
-    within = arch_label(first.within) if first.factor == "environment" else first.within
+    compared = by_column(first.factor)
+    label = compared.level_label
+    within = by_column(first.within_column).within_text(first.within)
     omnibus, pairs, normality = [], [], []
     notes: list[str] = []
     for c in comparisons:
@@ -307,8 +354,8 @@ def comparison_tables(prefix: str, question: str, comparisons: tuple[Comparison,
             )
         if c.nan_dropped:
             notes.append(f"{c.nan_dropped} run(s) with no {c.metric} dropped.")
-    factor = "Architecture" if first.factor == "architecture" else "Environment"
-    title = f"{question}: {first.factor}s compared within {within}"
+    factor = compared.label
+    title = f"{question}: {compared.noun_text}s compared within {within}"
     return [
         Table(
             f"{prefix}a_{question.lower()}_omnibus",
@@ -385,30 +432,38 @@ _PAIR_KEYS = ("metric", "a", "b", "n_a", "n_b", "dunn_holm_p", "games_howell_p",
 
 
 def correlations_table(results: StudyResults) -> Table:
-    """T5: the Spearman correlations (one-sided, greater)."""
+    """T5: the Spearman correlations (one-sided, greater; a numeric factor's two-sided)."""
+    second = results.factors[1]
+    numeric = {value_column(f) for f in results.factors if f.numeric}
     rows = [
         {
             "x": c.x,
             "y": c.y,
-            "environment": c.subset,
+            second.name: c.subset,
             "n": c.result.n if c.result else math.nan,
             "rho": c.result.rho if c.result else math.nan,
             "p_greater": c.result.pvalue if c.result else math.nan,
+            "alternative": "two-sided" if c.y in numeric else "greater",
             "skipped": c.skipped,
         }
         for c in results.correlations
     ]
+    mixed = bool(numeric)  # a numeric factor's rows are two-sided: the table says which row is which
     return Table(
         "t5_correlations",
-        "Spearman correlations (alternative: greater)",
+        "Spearman correlations (alternative: " + ("as listed" if mixed else "greater") + ")",
         pd.DataFrame(rows),
         (
             Column("x", "X", "$X$", metric_label),
             Column("y", "Y", "$Y$", metric_label),
-            Column("environment", "Environment", "Environment"),
+            _factor_column(second, second.name),
             Column("n", "n", "$n$", _integer),
             Column("rho", "ρ", "$\\rho$", fixed(3)),
-            Column("p_greater", "p (one-sided)", "$p$ (one-sided)", pvalue),
+            *(
+                (Column("p_greater", "p", "$p$", pvalue), Column("alternative", "Alternative", "Alternative"))
+                if mixed
+                else (Column("p_greater", "p (one-sided)", "$p$ (one-sided)", pvalue),)
+            ),
             Column("skipped", "Skipped", "Skipped", _text),
         ),
     )
@@ -416,13 +471,14 @@ def correlations_table(results: StudyResults) -> Table:
 
 def improvements_table(results: StudyResults) -> Table:
     """T6: the largest and smallest reductions, and best against worst within each factor."""
+    first, second = results.factors
     rows = [
         {
             "kind": _kind_label(i.kind),
-            "from_architecture": i.from_pair[0],
-            "from_environment": i.from_pair[1],
-            "to_architecture": i.to_pair[0],
-            "to_environment": i.to_pair[1],
+            f"from_{first.name}": i.from_pair[0],
+            f"from_{second.name}": i.from_pair[1],
+            f"to_{first.name}": i.to_pair[0],
+            f"to_{second.name}": i.to_pair[1],
             "from_j_per_image": i.from_median,
             "to_j_per_image": i.to_median,
             "reduction": i.reduction,
@@ -439,10 +495,10 @@ def improvements_table(results: StudyResults) -> Table:
         pd.DataFrame(rows),
         (
             Column("kind", "Comparison", "Comparison"),
-            Column("from_architecture", "From", "From", arch_label),
-            Column("from_environment", "From env.", "From env."),
-            Column("to_architecture", "To", "To", arch_label),
-            Column("to_environment", "To env.", "To env."),
+            _factor_column(first, f"from_{first.name}", "From"),
+            *_second_column(results, "from", "From"),
+            _factor_column(first, f"to_{first.name}", "To"),
+            *_second_column(results, "to", "To"),
             Column("from_j_per_image", "J/image from", "J/image from", fixed(4)),
             Column("to_j_per_image", "J/image to", "J/image to", fixed(4)),
             Column("reduction", "Reduction", "Reduction", fixed(5)),
@@ -459,23 +515,42 @@ def improvements_table(results: StudyResults) -> Table:
     )
 
 
+def _second_column(results: StudyResults, end: str, header: str) -> tuple[Column, ...]:
+    """T6's column of the second factor's level at one end ("From env."); none in a one-factor study."""
+    second = results.factors[1]
+    if results.one_factor:
+        return ()
+    return (_factor_column(second, f"{end}_{second.name}", f"{header} {second.short_label}"),)
+
+
 def _kind_label(kind: str) -> str:
     name = kind.removeprefix("within ")
     return f"within {arch_label(name)}" if name != kind else kind
 
 
-EFFECT_LABELS: dict[str, str] = {
-    "architecture": "Architecture",
-    "environment": "Environment",
-    "architecture:environment": "Architecture × environment",
-}
+def effect_labels(first: Factor, second: Factor) -> dict[str, str]:
+    """T7's effects, e.g. "architecture:environment" -> "Architecture × environment"."""
+    return {
+        first.column: first.label,
+        second.column: second.label,
+        f"{first.column}:{second.column}": f"{first.label} × {second.noun_text}",
+    }
 
 
-def subdesign_label(archs: tuple[str, ...], envs: tuple[str, ...], all_archs: tuple[str, ...]) -> str:
+EFFECT_LABELS: dict[str, str] = effect_labels(FACTORS["architecture"], FACTORS["environment"])
+
+
+def subdesign_label(
+    archs: tuple[str, ...],
+    envs: tuple[str, ...],
+    all_archs: tuple[str, ...],
+    factors: tuple[Factor, Factor] = (FACTORS["architecture"], FACTORS["environment"]),
+) -> str:
     """A short name for a sub-design: "MobileNet V2, NASNet Mobile × Local N, Local ML, Cloud"."""
-    arch_text = f"all {len(archs)} architectures" if archs == all_archs else None
-    arch_text = arch_text or ", ".join(arch_label(a) for a in archs)
-    return f"{arch_text} × {', '.join(envs)}"
+    first, second = factors
+    arch_text = f"all {len(archs)} {first.noun_text}s" if archs == all_archs else None
+    arch_text = arch_text or ", ".join(first.level_label(a) for a in archs)
+    return f"{arch_text} × {', '.join(second.level_label(e) for e in envs)}"
 
 
 def _art_sums_text(results: StudyResults) -> str:
@@ -488,9 +563,11 @@ def _art_sums_text(results: StudyResults) -> str:
 
 def interaction_table(results: StudyResults) -> Table:
     """T7: architecture x environment on J/image per complete sub-design: ANOVA, ART, Scheirer-Ray-Hare."""
+    first, second = results.factors
     rows = []
     notes = [
-        "Complete sub-design: every architecture in it ran in every environment in it, with 3+ runs "
+        f"Complete sub-design: every {first.noun_text} in it ran in every {second.noun_text} in it, "
+        "with 3+ runs "
         "per cell. Two-way analyses of J/image with interaction, Type II sums of squares. "
         "ANOVA: parametric (statsmodels OLS). ART: aligned rank transform ANOVA (Wobbrock et al. 2011), "
         "ranked as ARTool ranks (aligned values rounded to 8 decimals), "
@@ -500,7 +577,8 @@ def interaction_table(results: StudyResults) -> Table:
         "(ART) or the ranks (SRH).",
     ]
     for number, sub in enumerate(results.interaction, start=1):
-        label = f"S{number}: {subdesign_label(sub.architectures, sub.environments, results.architectures)}"
+        name = subdesign_label(sub.architectures, sub.environments, results.architectures, results.factors)
+        label = f"S{number}: {name}"
         for anova, art, srh in zip(sub.anova, sub.art, sub.srh, strict=True):
             rows.append(
                 {
@@ -550,18 +628,19 @@ def interaction_table(results: StudyResults) -> Table:
     if not rows:
         rows.append({"subdesign": "none", "effect": ""})
         notes.append(
-            "No complete sub-design: no two architectures ran in the same two environments with 3+ runs "
-            "each, so no interaction can be tested."
+            f"No complete sub-design: no two {first.noun_text}s ran in the same two {second.noun_text}s "
+            "with 3+ runs each, so no interaction can be tested."
         )
     frame = pd.DataFrame(rows, columns=list(_T7_KEYS))
+    effects = effect_labels(first, second)
     return Table(
         "t7_interaction",
-        "Architecture × environment interaction on energy per image (complete sub-designs)",
+        f"{first.label} × {second.noun_text} interaction on energy per image (complete sub-designs)",
         frame,
         (
             Column("subdesign", "Sub-design", "Sub-design"),
             Column("n", "n", "$n$", _integer),
-            Column("effect", "Effect", "Effect", lambda v: EFFECT_LABELS.get(str(v), _text(v))),
+            Column("effect", "Effect", "Effect", lambda v: effects.get(str(v), _text(v))),
             Column("df", "df", "df", _integer),
             Column("df_residual", "df res.", "df res.", _integer),
             Column("anova_f", "ANOVA F", "ANOVA $F$", fixed(1)),
@@ -619,14 +698,17 @@ def excluded_table(table: RunsTable) -> Table:
 
 
 def study_tables(table: RunsTable, results: StudyResults) -> list[Table]:
-    """Every table, in order: T1a-b, T2, T3a-c, T4a-c, T5, T6, T7 and the excluded runs."""
+    """Every table, in order: T1a-b (T1c-d), T2, T3a-c, T4a-c, T5, T6, T7 and the excluded runs.
+
+    A one-factor study has no T4 (nothing to compare within) and no T7 (no second factor).
+    """
     return [
-        *design_tables(table),
+        *design_tables(table, results),
         medians_table(results),
         *comparison_tables("t3", "RQ1", results.rq1),
-        *comparison_tables("t4", "RQ2", results.rq2),
+        *(comparison_tables("t4", "RQ2", results.rq2) if results.rq2 else ()),
         correlations_table(results),
         improvements_table(results),
-        interaction_table(results),
+        *(() if results.one_factor else (interaction_table(results),)),
         excluded_table(table),
     ]
