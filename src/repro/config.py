@@ -26,6 +26,8 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 HEADS = ("linear", "study")
 #: `model.preprocessing` options, named after the modes of Keras' `preprocess_input`.
 PREPROCESSING = ("torch", "tf", "caffe")
+#: `training.amp` options: false (FP32) or the autocast precision (repro.precision).
+AMP_OPTIONS: tuple[bool | str, ...] = (False, "fp16", "bf16")
 
 
 def check_finite(node: Any, group: str) -> None:
@@ -158,9 +160,13 @@ class TrainingConfig:
     # intra-op threads; None: OMP_NUM_THREADS where set, else the cores of the affinity mask, capped by
     # SLURM_CPUS_PER_TASK
     threads: int | None = None
+    # mixed precision: false (FP32), fp16 (autocast and a gradient scaler; CUDA only) or bf16 (autocast)
+    amp: Any = False
 
     def __post_init__(self) -> None:
         check_finite(self, "training")
+        if _given(self.amp) and self.amp is not False and self.amp not in AMP_OPTIONS[1:]:
+            raise UserError(f"training.amp={self.amp} is not an option: choose false (FP32), fp16 or bf16")
         positive = ("batch_size", "head_lr", "finetune_lr", "early_stopping_patience", "plateau_patience")
         for key in (*positive, "plateau_factor"):
             if getattr(self, key) <= 0:

@@ -366,6 +366,11 @@ def validate_job(
         from repro.environments import resolve_device
 
         resolve_device(cfg.gpu)
+    if check_hardware and cfg.training.amp is not False and once(f"amp:{cfg.gpu.name}:{cfg.training.amp}"):
+        from repro.environments import resolve_device
+        from repro.precision import check_device_supports
+
+        check_device_supports(cfg.training.amp, resolve_device(cfg.gpu).torch_device)
     if check_hardware and once(f"meters:{list(cfg.energy.meters)}"):
         from repro.energy import check_meters_available
 

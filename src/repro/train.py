@@ -39,6 +39,7 @@ from repro.energy.projection import EnergyProjection
 from repro.environments import resolve_device
 from repro.errors import UserError, exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
+from repro.precision import check_device_supports
 from repro.preflight import preflight, runs_elsewhere, validate_job
 from repro.spool import SPOOL_FILE, RunSpool
 from repro.threads import resolve_threads, use_threads
@@ -80,6 +81,7 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         tracking.note_skipped(done)
         return done.data.metrics.get("f1", float("nan"))
     device = resolve_device(cfg.gpu)
+    check_device_supports(cfg.training.amp, device.torch_device)  # again here: a launcher's own node
     loop.seed_everything(cfg.seed)
     data = build_data(
         cfg.dataset,
