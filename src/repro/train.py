@@ -35,6 +35,7 @@ from repro import loop, names, reconcile, tracking
 from repro.config import CONF_DIR, Config, job_config, register_configs
 from repro.data import DataBundle, build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
+from repro.energy.nvml import power_limit
 from repro.energy.projection import EnergyProjection
 from repro.environments import resolve_device
 from repro.errors import UserError, exit_on_user_error
@@ -112,7 +113,13 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         tags[names.TAG_SWEEP_DIR] = str(context.sweep_dir.resolve())
         tags[names.TAG_JOB_NUM] = str(context.job_num)
 
-    with measurement_lock(cfg.energy.lock), _sigterm_policy(raise_now=True):
+    with (
+        measurement_lock(cfg.energy.lock),
+        _sigterm_policy(raise_now=True),
+        power_limit(device.torch_device, cfg.gpu.power_limit_w) as limit_w,  # restored however the job ends
+    ):
+        if limit_w is not None:
+            tags[names.TAG_DEVICE_POWER_LIMIT_W] = f"{limit_w:g}"  # the limit in force, read back from NVML
         if not context.job_num:
             warmup(cfg.energy.warmup_s, device.torch_device)  # once per campaign, heating the training device
         else:
