@@ -53,7 +53,7 @@ PRIOR_SPEC_KEYS: tuple[str, ...] = (
     "memory_bandwidth_gbs",
     "idle_power_w",
 )
-#: The precision a job trains in -> the profile's peak that bounds it. This package trains in FP32.
+#: The precision a job trains in (`training.amp`, fp32 without it) -> the profile's peak that bounds it.
 PEAK_OF_PRECISION: dict[str, str] = {
     "fp32": "fp32_tflops",
     "tf32": "tf32_tflops",
