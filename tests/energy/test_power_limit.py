@@ -145,3 +145,35 @@ def test_a_cpu_job_with_a_power_limit_is_refused_before_anything_is_recorded(
 def test_a_negative_limit_is_refused_by_the_schema(monkeypatch, capsys, smoke_overrides):
     err = refused_in_process(monkeypatch, capsys, *smoke_overrides, "gpu.power_limit_w=-5")
     assert "gpu.power_limit_w=-5" in err
+
+
+def _real_gpu() -> bool:
+    from repro.energy.nvml import nvml_index
+
+    return torch.cuda.is_available() and nvml_index(torch.device("cuda")) is not None
+
+
+@pytest.mark.skipif(not _real_gpu(), reason="needs an NVIDIA GPU with NVML (none here)")
+def test_on_this_gpu_a_limit_is_set_and_restored_or_refused_for_permission():
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+        before_mw = pynvml.nvmlDeviceGetPowerManagementLimit(handle)
+        low_mw, _high_mw = pynvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
+    finally:
+        pynvml.nvmlShutdown()
+    target_w = max(low_mw, before_mw - 50_000) / 1000  # 50 W lower, within the board's range
+    try:
+        check_power_limit(torch.device("cuda"), target_w)
+    except UserError as error:  # a container or a user without root: the refusal says so
+        assert "no permission" in str(error) or "cannot be set" in str(error), error
+        return
+    with power_limit(torch.device("cuda"), target_w) as in_force_w:
+        assert in_force_w == pytest.approx(target_w, abs=1)
+    pynvml.nvmlInit()
+    try:
+        assert pynvml.nvmlDeviceGetPowerManagementLimit(handle) == before_mw
+    finally:
+        pynvml.nvmlShutdown()
