@@ -13,7 +13,7 @@ TEST_WORKERS ?= auto
 PYTEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint ui paper-tables report estimation-tables mlflow-server replication config-docs
+.PHONY: help install run test test-fast lint ui paper-tables report estimation-tables mlflow-server replication settings config-docs
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ report: $(STAMP) ## one self-contained HTML report: python -m repro.report [sour
 
 replication: $(STAMP) ## RQ1 on this machine's CPU (about 30 min): experiment=replication_cpu, its tables into reports/replication_cpu/
 	PYTHON=$(BIN)/python scripts/replication.sh replication_cpu reports/replication_cpu
+
+settings: $(STAMP) ## batch size x precision on this machine's CPU (about 20 min idle): experiment=settings_cpu into paper/settings/cpu/mlflow.db
+	mkdir -p paper/settings/cpu
+	$(BIN)/python -m repro.train -m experiment=settings_cpu tracking.uri=sqlite:///paper/settings/cpu/mlflow.db
 
 estimation-tables: $(STAMP) ## the energy estimator's validation tables into paper/estimation/ ((d) from paper/replication/cpu; deterministic)
 	$(BIN)/python -m repro.estimate validate estimate.tracking_uri=sqlite:///paper/replication/cpu/mlflow.db estimate.experiment=replication_cpu

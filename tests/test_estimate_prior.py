@@ -60,7 +60,7 @@ def test_every_gpu_profile_has_the_priors_specs_with_their_source(profile):
 
 def test_the_rtx3070_runs_at_the_studys_240_w_limit_beside_its_220_w_board_spec():
     cfg = OmegaConf.load(CONF_DIR / "gpu" / "rtx3070.yaml")
-    assert (cfg.tdp_w, cfg.power_limit_w) == (220, 240)
+    assert (cfg.tdp_w, cfg.default_power_limit_w) == (220, 240)
     raw = pd.read_parquet(PUBLISHED_DATA)
     limits = raw.loc[raw["training environment"] == "Local ML Engineer/Gamer", "max power limit (W)"]
     assert set(limits) == {240.0}

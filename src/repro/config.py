@@ -25,6 +25,8 @@ CONF_DIR = repo_root() / "conf"
 HEADS = ("linear", "study")
 #: `model.preprocessing` options, named after the modes of Keras' `preprocess_input`.
 PREPROCESSING = ("torch", "tf", "caffe")
+#: `training.amp` options: false (FP32) or the autocast precision (repro.precision).
+AMP_OPTIONS: tuple[bool | str, ...] = (False, "fp16", "bf16")
 
 
 def check_finite(node: Any, group: str) -> None:
@@ -157,9 +159,13 @@ class TrainingConfig:
     # intra-op threads; None: OMP_NUM_THREADS where set, else the cores of the affinity mask, capped by
     # SLURM_CPUS_PER_TASK
     threads: int | None = None
+    # mixed precision: false (FP32), fp16 (autocast and a gradient scaler; CUDA only) or bf16 (autocast)
+    amp: Any = False
 
     def __post_init__(self) -> None:
         check_finite(self, "training")
+        if _given(self.amp) and self.amp is not False and self.amp not in AMP_OPTIONS[1:]:
+            raise UserError(f"training.amp={self.amp} is not an option: choose false (FP32), fp16 or bf16")
         positive = ("batch_size", "head_lr", "finetune_lr", "early_stopping_patience", "plateau_patience")
         for key in (*positive, "plateau_factor"):
             if getattr(self, key) <= 0:
@@ -270,7 +276,7 @@ class GpuConfig:
     memory_gb: float | None = None  # on-board memory
     cuda_cores: int | None = None  # published specs, read by repro.estimate; None: not known
     fp32_tflops: float | None = None  # peak FP32 throughput
-    power_limit_w: float | None = None  # the power limit it runs at, where it is not the TDP; None: the TDP
+    default_power_limit_w: float | None = None  # the limit the board runs at, where not its TDP; None: TDP
     memory_bandwidth_gbs: float | None = None  # peak memory bandwidth (GB/s), read by repro.estimate's prior
     tf32_tflops: float | None = None  # peak dense tensor-core TF32; None: none or not published
     fp16_tflops: float | None = None  # peak dense tensor-core FP16 with FP32 accumulate; None: not known
@@ -278,12 +284,16 @@ class GpuConfig:
     idle_power_w: float | None = None  # idle power, where published; None: the prior fits a share
     specs_source: str | None = None  # where the specs come from, e.g. the vendor's datasheet
     slurm: SlurmResources = field(default_factory=SlurmResources)
+    # A setting, not a spec: the power limit (W) the job sets through NVML before its idle baseline and
+    # restores at its end (needs root); the limit in force is logged as device.power_limit_w. None: leave it.
+    power_limit_w: float | None = None
 
     def __post_init__(self) -> None:
         check_finite(self, "gpu")
         for key in (
-            "tdp_w", "memory_gb", "cuda_cores", "fp32_tflops", "power_limit_w", "memory_bandwidth_gbs",
-            "tf32_tflops", "fp16_tflops", "bf16_tflops", "idle_power_w",
+            "tdp_w", "memory_gb", "cuda_cores", "fp32_tflops", "default_power_limit_w",
+            "memory_bandwidth_gbs", "tf32_tflops", "fp16_tflops", "bf16_tflops", "idle_power_w",
+            "power_limit_w",
         ):  # fmt: skip
             value = getattr(self, key)
             if value is not None and value <= 0:

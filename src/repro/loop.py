@@ -17,6 +17,7 @@ from repro.config import TrainingConfig
 from repro.data import DataBundle
 from repro.metrics import classification_metrics, scores_from_logits
 from repro.models import freeze_base_batchnorm, set_base_trainable
+from repro.precision import autocast, grad_scaler
 
 
 @dataclass
@@ -126,19 +127,23 @@ def _batches(
 
 
 def evaluate(
-    model: nn.Module, data: DataBundle, device: torch.device, should_stop: Callable[[], bool] = lambda: False
+    model: nn.Module,
+    data: DataBundle,
+    device: torch.device,
+    should_stop: Callable[[], bool] = lambda: False,
+    amp: bool | str = False,
 ) -> dict[str, float]:
-    """Validation metrics of the model as it is now."""
-    return _validate(model, data, device, should_stop)[0]
+    """Validation metrics of the model as it is now, computed at `amp`'s precision."""
+    return _validate(model, data, device, should_stop, amp)[0]
 
 
 def _validate(
-    model: nn.Module, data: DataBundle, device: torch.device, should_stop: Callable[[], bool]
+    model: nn.Module, data: DataBundle, device: torch.device, should_stop: Callable[[], bool], amp: bool | str
 ) -> tuple[dict[str, float], int]:
     """The validation metrics and the number of images the validation pass processed."""
     model.eval()
     all_logits, all_targets = [], []
-    with torch.no_grad():
+    with torch.no_grad(), autocast(amp, device):
         for images, targets in _batches(data.val_loader, None, should_stop):
             all_logits.append(model(images.to(device, non_blocking=True)).float().cpu())
             all_targets.append(targets)
@@ -156,8 +161,13 @@ def _train_one_epoch(
     description: str,
     should_stop: Callable[[], bool],
     freeze_bn: bool = False,
+    amp: bool | str = False,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, int]:
-    """One pass over the training set; returns the mean loss and the images processed."""
+    """One pass over the training set; returns the mean loss and the images processed.
+
+    With `amp`, the forward pass and the loss run under autocast; `scaler` (fp16) scales the loss.
+    """
     model.train()
     if freeze_bn:
         freeze_base_batchnorm(model)
@@ -165,6 +175,7 @@ def _train_one_epoch(
     # The loss stays on the device: reading it every step (`.item()`) would make the CPU wait for
     # the GPU each batch and slow small models down.
     total_loss = torch.zeros((), device=device)
+    scaler = scaler if scaler is not None else grad_scaler(amp, device)
     images = 0
     steps = len(data.train_loader) if max_steps is None else min(max_steps, len(data.train_loader))
     # disable=None: the bar shows on a terminal and stays quiet in logs and CI.
@@ -174,10 +185,12 @@ def _train_one_epoch(
         batch_images = batch_images.to(device, non_blocking=True)
         targets = _targets_for_loss(targets.to(device, non_blocking=True), data.binary)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(batch_images), targets)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.detach() * len(batch_images)
+        with autocast(amp, device):
+            loss = loss_fn(model(batch_images), targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total_loss += loss.detach().float() * len(batch_images)
         images += len(batch_images)
         if not progress.disable and step % 10 == 0:
             progress.set_postfix(loss=f"{loss.item():.4f}")
@@ -211,8 +224,9 @@ def train(
     set_base_trainable(model, False)
     head_params = [p for p in model.parameters() if p.requires_grad]
     head_optimizer = torch.optim.Adam(head_params, lr=cfg.head_lr)
+    head_scaler = grad_scaler(cfg.amp, device)  # one loss scale per optimiser
     for _ in range(cfg.head_epochs):
-        _run_epoch(model, data, cfg, device, head_optimizer, "head", epoch, hooks, result)
+        _run_epoch(model, data, cfg, device, (head_optimizer, head_scaler), "head", epoch, hooks, result)
         epoch += 1
         if hooks.end_after_epoch():
             return result
@@ -223,8 +237,9 @@ def train(
         optimizer, mode="max", factor=cfg.plateau_factor, patience=cfg.plateau_patience
     )
     stopper = _EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta)
+    stepping = (optimizer, grad_scaler(cfg.amp, device))
     for _ in range(cfg.finetune_epochs):
-        record = _run_epoch(model, data, cfg, device, optimizer, "finetune", epoch, hooks, result)
+        record = _run_epoch(model, data, cfg, device, stepping, "finetune", epoch, hooks, result)
         epoch += 1
         if hooks.end_after_epoch():
             break
@@ -241,12 +256,13 @@ def _run_epoch(
     data: DataBundle,
     cfg: TrainingConfig,
     device: torch.device,
-    optimizer: torch.optim.Optimizer,
+    stepping: tuple[torch.optim.Optimizer, torch.amp.GradScaler],
     phase: str,
     epoch: int,
     hooks: LoopHooks,
     result: LoopResult,
 ) -> EpochRecord:
+    optimizer, scaler = stepping
     with hooks.epoch_scope(epoch):
         started = time.perf_counter()
         loss, train_images = _train_one_epoch(
@@ -258,6 +274,8 @@ def _run_epoch(
             f"epoch {epoch + 1} ({phase})",
             hooks.should_stop,
             cfg.freeze_bn,
+            cfg.amp,
+            scaler,
         )
         if not math.isfinite(loss):
             lr_key = "head_lr" if phase == "head" else "finetune_lr"
@@ -267,7 +285,7 @@ def _run_epoch(
             )
         # The whole validation set every epoch: early stopping needs it, and the last epoch's
         # figures are the run's final metrics, so no evaluation happens outside an energy window.
-        val, val_images = _validate(model, data, device, hooks.should_stop)
+        val, val_images = _validate(model, data, device, hooks.should_stop, cfg.amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # so the epoch's time and energy include its queued kernels
         record = EpochRecord(

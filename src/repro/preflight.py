@@ -370,6 +370,17 @@ def validate_job(
         from repro.environments import resolve_device
 
         resolve_device(cfg.gpu)
+    if check_hardware and cfg.training.amp is not False and once(f"amp:{cfg.gpu.name}:{cfg.training.amp}"):
+        from repro.environments import resolve_device
+        from repro.precision import check_device_supports
+
+        check_device_supports(cfg.training.amp, resolve_device(cfg.gpu).torch_device)
+    limit_w = cfg.gpu.power_limit_w
+    if check_hardware and limit_w is not None and once(f"power:{cfg.gpu.name}:{limit_w}"):
+        from repro.energy.nvml import check_power_limit
+        from repro.environments import resolve_device
+
+        check_power_limit(resolve_device(cfg.gpu).torch_device, cfg.gpu.power_limit_w)
     if check_hardware and once(f"meters:{list(cfg.energy.meters)}"):
         from repro.energy import check_meters_available
 

@@ -29,10 +29,12 @@ from repro.composition import register_configs
 from repro.config import CONF_DIR, Config, job_config
 from repro.data import DataBundle, build_data
 from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lock, warmup
+from repro.energy.nvml import power_limit
 from repro.environments import resolve_device
 from repro.errors import UserError, exit_on_user_error
 from repro.models import check_input_size, create_model, measure_complexity
 from repro.outcome import end_run, failure_reason, is_disk_full, record_outcome
+from repro.precision import check_device_supports
 from repro.preflight import preflight, runs_elsewhere, validate_job
 from repro.recorder import EpochRecorder, epoch_projection
 from repro.sigterm import STOP_REQUESTED, sigterm_policy
@@ -74,6 +76,7 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
     if done is not None:
         return done.data.metrics.get("f1", float("nan"))
     device = resolve_device(cfg.gpu)
+    check_device_supports(cfg.training.amp, device.torch_device)  # again here: a launcher's own node
     loop.seed_everything(cfg.seed)
     data = build_data(
         cfg.dataset,
@@ -105,7 +108,13 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         tags[names.TAG_SWEEP_DIR] = str(context.sweep_dir.resolve())
         tags[names.TAG_JOB_NUM] = str(context.job_num)
 
-    with measurement_lock(cfg.energy.lock), sigterm_policy(raise_now=True):
+    with (
+        measurement_lock(cfg.energy.lock),
+        sigterm_policy(raise_now=True),
+        power_limit(device.torch_device, cfg.gpu.power_limit_w) as limit_w,  # restored however the job ends
+    ):
+        if limit_w is not None:
+            tags[names.TAG_DEVICE_POWER_LIMIT_W] = f"{limit_w:g}"  # the limit in force, read back from NVML
         if not context.job_num:
             warmup(cfg.energy.warmup_s, device.torch_device)  # once per campaign, heating the training device
         else:

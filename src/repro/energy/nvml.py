@@ -8,9 +8,12 @@ Power is integrated over time with the trapezoid rule. Where the GPU has a total
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,3 +219,107 @@ def _nvml_handle(pynvml: Any, device: torch.device) -> Any:
             return pynvml.nvmlDeviceGetHandleByUUID(text if text.startswith("GPU-") else f"GPU-{text}")
         return pynvml.nvmlDeviceGetHandleByIndex(index)
     return pynvml.nvmlDeviceGetHandleByIndex(0)
+
+
+def check_power_limit(device: torch.device, limit_w: float) -> None:
+    """Refuse a power limit NVML will not set on `device`, changing nothing: preflight's check.
+
+    NVML tells whether the caller may set a limit only by trying, so the limit in force is written
+    back unchanged.
+
+    Raises:
+        UserError: no NVIDIA GPU or no NVML, a board without a settable limit, a limit outside the
+            board's range, or no permission (setting a limit needs root).
+    """
+    with _power_limit_handle(device, limit_w) as (pynvml, handle):
+        current_mw = pynvml.nvmlDeviceGetPowerManagementLimit(handle)
+        _set_limit(pynvml, handle, current_mw, limit_w)
+
+
+@contextmanager
+def power_limit(device: torch.device, limit_w: float | None) -> Iterator[float | None]:
+    """Run the block with the GPU's power limit at `limit_w`, then put the previous limit back.
+
+    The previous limit is restored however the block ends (an exception, SIGTERM's `TrainingStopped`,
+    Ctrl-C), with SIGTERM held back while it is written. `limit_w=None` leaves the board alone.
+
+    Yields:
+        The limit in force in watts, as NVML reads it back (the board may round the request), or None
+        when `limit_w` is None.
+
+    Raises:
+        UserError: as `check_power_limit`, before anything is changed.
+    """
+    if limit_w is None:
+        yield None
+        return
+    with _power_limit_handle(device, limit_w) as (pynvml, handle):
+        previous_mw = pynvml.nvmlDeviceGetPowerManagementLimit(handle)
+        _set_limit(pynvml, handle, round(limit_w * 1000), limit_w)
+        try:
+            yield pynvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000
+        finally:
+            with _sigterm_held():
+                try:
+                    pynvml.nvmlDeviceSetPowerManagementLimit(handle, previous_mw)
+                except pynvml.NVMLError as error:  # the job's own outcome must still be reported
+                    print(
+                        f"warning: the GPU's power limit could not be restored to {previous_mw / 1000:g} W "
+                        f"({error}); restore it with: nvidia-smi -pl {previous_mw / 1000:g}",
+                        file=sys.stderr,
+                    )
+
+
+@contextmanager
+def _power_limit_handle(device: torch.device, limit_w: float) -> Iterator[tuple[Any, Any]]:
+    """NVML started and the handle of `device`, whose power limit may be set to `limit_w`."""
+    asked = f"gpu.power_limit_w={limit_w:g}"
+    if device.type != "cuda":
+        raise UserError(
+            f"{asked} needs an NVIDIA GPU, but this job trains on the {device.type.upper()}; "
+            "leave gpu.power_limit_w=null"
+        )
+    try:
+        import pynvml
+    except ImportError as error:
+        raise UserError(f"{asked} is set through NVML: pip install nvidia-ml-py") from error
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as error:
+        raise UserError(f"{asked} is set through NVML, which is unavailable ({error})") from error
+    try:
+        handle = _nvml_handle(pynvml, device)
+        try:
+            low_mw, high_mw = pynvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
+        except pynvml.NVMLError as error:
+            raise UserError(f"{asked}: this GPU's power limit cannot be set ({error})") from error
+        if not low_mw <= round(limit_w * 1000) <= high_mw:
+            raise UserError(f"{asked} is outside this GPU's range, {low_mw / 1000:g} to {high_mw / 1000:g} W")
+        yield pynvml, handle
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _set_limit(pynvml: Any, handle: Any, limit_mw: int, asked_w: float) -> None:
+    try:
+        pynvml.nvmlDeviceSetPowerManagementLimit(handle, limit_mw)
+    except pynvml.NVMLError_NoPermission as error:
+        raise UserError(
+            f"gpu.power_limit_w={asked_w:g}: no permission to set the GPU's power limit ({error}); run as "
+            "root, or have an administrator set it with nvidia-smi -pl and leave gpu.power_limit_w=null"
+        ) from error
+    except pynvml.NVMLError as error:
+        raise UserError(f"gpu.power_limit_w={asked_w:g}: NVML refused the limit ({error})") from error
+
+
+@contextmanager
+def _sigterm_held() -> Iterator[None]:
+    """Hold SIGTERM back for the block (main thread only); a SIGTERM sent meanwhile arrives after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})

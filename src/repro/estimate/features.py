@@ -149,6 +149,12 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     if raw.empty:
         return pd.DataFrame()
     epochs = raw["metrics.trained_epochs"].astype(float)
+    peak_tflops = raw["params.gpu.fp32_tflops"].astype(float)
+    for precision in ("fp16", "bf16"):  # a run with training.amp: the peak at its precision bounds it
+        at_precision = raw.get("params.training.amp", pd.Series("", index=raw.index)) == precision
+        if at_precision.any():
+            at_peak = raw[f"params.gpu.{precision}_tflops"].astype(float)
+            peak_tflops = peak_tflops.where(~at_precision, at_peak)
     images = raw["metrics.images_seen"].astype(float)
     train_images = raw["metrics.train_images_seen"].astype(float) / epochs
     val_images = images / epochs - train_images
@@ -176,6 +182,7 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
             ),
             "memory_used_gb": raw.get("metrics.gpu_mem_used_mb", pd.Series(np.nan, index=raw.index)) / 1000.0,
             **{key: raw[f"params.gpu.{key}"].astype(float) for key in GPU_SPEC_KEYS},
+            "fp32_tflops": peak_tflops,
         }
     ).reset_index(drop=True)
     return add_log_features(frame)
@@ -194,6 +201,7 @@ class JobFeatures:
     earliest_epochs: int  # where early stopping can fire first
     paper_protocol: bool  # the study's training protocol, so the published epochs apply
     intensity_g_per_kwh: float | None
+    precision: str = "fp32"  # what the job computes at (training.amp), for the prior's peak TFLOPS
 
 
 def estimate_key(cfg: Config, architecture: str) -> tuple[str, ...]:
@@ -219,6 +227,8 @@ def job_features(cfg: Config, architecture: str, cache: dict | None = None) -> J
             f"gpu={cfg.gpu.name} lacks the spec(s) {', '.join(missing)} that the estimate needs; "
             f"set them in conf/gpu/{cfg.gpu.name}.yaml or on the command line (gpu.{missing[0]}=...)"
         )
+    precision = "fp32" if cfg.training.amp is False else str(cfg.training.amp)
+    peak_tflops = _peak_tflops(cfg.gpu, specs, precision)
     cache = cache if cache is not None else {}
     gflops, params_m = _complexity(cfg, cache)
     split_key = ("split", repr(cfg.dataset))
@@ -247,6 +257,9 @@ def job_features(cfg: Config, architecture: str, cache: dict | None = None) -> J
         "train_images": float(n_train),
         "val_images": float(n_val),
         **{key: float(specs[key]) for key in GPU_SPEC_KEYS},
+        # The published runs trained in FP32, so the column holds the peak that bounds a job's arithmetic:
+        # the profile's peak at the job's precision.
+        "fp32_tflops": peak_tflops,
     }
     return JobFeatures(
         architecture=architecture,
@@ -258,7 +271,22 @@ def job_features(cfg: Config, architecture: str, cache: dict | None = None) -> J
         earliest_epochs=min(earliest, max_epochs),
         paper_protocol=paper_protocol,
         intensity_g_per_kwh=cfg.energy.carbon_intensity_g_per_kwh,
+        precision=precision,
     )
+
+
+def _peak_tflops(gpu_cfg: GpuConfig, specs: dict[str, float | None], precision: str) -> float:
+    """The profile's peak TFLOPS at `precision` (fp32, fp16 or bf16); raise `UserError` where it has none."""
+    from repro.estimate.prior import PEAK_OF_PRECISION  # prior imports this module through model
+
+    key = PEAK_OF_PRECISION[precision]
+    peak = specs.get(key) if key in specs else getattr(gpu_cfg, key, None)
+    if peak is None:
+        raise UserError(
+            f"gpu={gpu_cfg.name} has no {key} for training.amp={precision}; set it in "
+            f"conf/gpu/{gpu_cfg.name}.yaml or on the command line (gpu.{key}=...)"
+        )
+    return float(peak)
 
 
 def gpu_specs(gpu_cfg: GpuConfig) -> dict[str, float | None]:

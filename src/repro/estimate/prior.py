@@ -14,7 +14,7 @@ time and power, and fits only what the specs cannot say on the study's published
     (kernels launched once per batch, so a deep network of small layers waits on the CPU);
 - power = idle + (limit - idle) x `busy_power` x the GPU's busy share of the time (compute and
   memory, against the host). Idle is the profile's `idle_power_w` where published, else
-  `idle_share` x the limit, fitted. The limit is the profile's `power_limit_w`, else its TDP.
+  `idle_share` x the limit, fitted. The limit is the profile's `default_power_limit_w`, else its TDP.
 
 The six parameters are fitted on the medians of the study's 12 configurations (an architecture on
 a GPU), on the log scale, with a weak pull towards round physical values (`_DEFAULTS`) so that a fit
@@ -45,7 +45,7 @@ from repro.estimate.model import COVERAGE, conformal_quantile
 #: Spec keys the prior reads from a GPU profile (conf/gpu/*.yaml); None where not published.
 PRIOR_SPEC_KEYS: tuple[str, ...] = (
     "tdp_w",
-    "power_limit_w",
+    "default_power_limit_w",
     "fp32_tflops",
     "tf32_tflops",
     "fp16_tflops",
@@ -53,7 +53,7 @@ PRIOR_SPEC_KEYS: tuple[str, ...] = (
     "memory_bandwidth_gbs",
     "idle_power_w",
 )
-#: The precision a job trains in -> the profile's peak that bounds it. This package trains in FP32.
+#: The precision a job trains in (`training.amp`, fp32 without it) -> the profile's peak that bounds it.
 PEAK_OF_PRECISION: dict[str, str] = {
     "fp32": "fp32_tflops",
     "tf32": "tf32_tflops",
@@ -121,7 +121,8 @@ def with_gpu_columns(frame: pd.DataFrame, precision: str = "fp32") -> pd.DataFra
     out["peak_tflops"] = out[PEAK_OF_PRECISION[precision]].astype(float)
     out["bandwidth_gbs"] = out["memory_bandwidth_gbs"].astype(float)
     unknown = pd.Series(np.nan, index=out.index)
-    out["limit_w"] = out.get("power_limit_w", unknown).astype(float).fillna(out["tdp_w"].astype(float))
+    nominal_w = out["tdp_w"].astype(float)
+    out["limit_w"] = out.get("default_power_limit_w", unknown).astype(float).fillna(nominal_w)
     out["idle_w"] = out.get("idle_power_w", unknown).astype(float)
     return out
 

@@ -136,7 +136,8 @@ def _per_image(
         if prior is None:
             prior = fit_prior(study_frame(published_runs()))
         activations_m, layers = model_workload(cfg.model, int(cfg.dataset.image_size), workloads)
-        frame = job_frame(cfg.gpu, {**job.values, "activations_m": activations_m, "layers": layers})
+        workload = {**job.values, "activations_m": activations_m, "layers": layers}
+        frame = job_frame(cfg.gpu, workload, job.precision)
         unseen = {"architecture"} if job.architecture not in set(study["architecture"]) else set()
         unseen |= {"GPU"} if job.gpu not in set(study["gpu"]) else set()
         out.append(("prior", prior.predict(frame, frozenset(unseen)).iloc[0]))
