@@ -2,13 +2,15 @@
 
     python -m repro.estimate -m model=resnet50,vgg16 gpu=t4,a100 training=paper
     python -m repro.estimate experiment=paper gpu=rtx3090 estimate.csv=estimate.csv
+    python -m repro.estimate -m model=resnet50,vgg16 gpu=auto estimate.probe=true estimate.probe_seconds=10
     python -m repro.estimate validate [estimate.tracking_uri=sqlite:///mlflow.db estimate.experiment=repro]
 
 Keys of the estimate itself (everything else goes to the jobs, as for `repro.train`):
 `estimate.csv=PATH`, `estimate.sources=[published,mlflow]`, `estimate.tracking_uri`,
 `estimate.experiment` (the MLflow runs added to the fit, and read by validate's STEP table),
 `estimate.out_dir` (validate's tables; default paper/estimation), `estimate.selection=random|configuration`
-(how the kernel is chosen, see `repro.estimate.model`).
+(how the kernel is chosen, see `repro.estimate.model`), `estimate.probe=true` (measure each job that runs on
+this machine for `estimate.probe_seconds`, default 10, per phase: `repro.estimate.probe`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from repro.errors import UserError, exit_on_user_error
 
-_KEYS = ("csv", "sources", "selection", "tracking_uri", "experiment", "out_dir")
+_KEYS = ("csv", "sources", "selection", "tracking_uri", "experiment", "out_dir", "probe", "probe_seconds")
 _SOURCES = ("published", "mlflow")
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -61,10 +63,23 @@ def _sources(keys: dict[str, str]) -> list[str]:
     return sources
 
 
+def _check_probe(keys: dict[str, str]) -> None:
+    """`estimate.probe` is true or false; `estimate.probe_seconds` above 0, even unused."""
+    from repro.estimate.probe import parse_probe_seconds
+
+    probe = keys.get("probe", "false").strip().lower()
+    if probe not in ("true", "false"):
+        raise UserError(f"estimate.probe={keys['probe']} must be true or false")
+    keys["probe"] = probe
+    if "probe_seconds" in keys:
+        parse_probe_seconds(keys["probe_seconds"])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line and exit code 2 on bad input, before anything is fitted."""
     with exit_on_user_error():
         validate, multirun, keys, overrides = _split_args(sys.argv[1:] if argv is None else argv)
+        _check_probe(keys)
         if validate:
             from repro.estimate.validate import write_validation
 

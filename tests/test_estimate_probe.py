@@ -1,0 +1,107 @@
+"""The probe on this machine: `python -m repro.estimate ... estimate.probe=true`."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import sys
+
+import pytest
+
+from repro.estimate.__main__ import main
+
+
+def _estimate(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["repro-estimate", *args])
+    main()
+
+
+def _refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    monkeypatch.setattr(sys, "argv", ["repro-estimate", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2, err
+    assert err.startswith("error: "), err
+    return err
+
+
+def _runs_in(tracking_uri: str) -> int:
+    with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as db:
+        return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+def test_a_probe_of_a_cpu_smoke_job_measures_its_step_and_records_nothing(
+    smoke_overrides, compose_config, tracking_uri, tmp_path, monkeypatch, capsys
+):
+    from repro.config import job_config
+    from repro.estimate.features import dataset_split_sizes
+
+    out_csv = tmp_path / "estimate.csv"
+    _estimate(
+        monkeypatch, "-m", *smoke_overrides, "gpu=cpu", "seed=0,1", "estimate.probe=true",
+        "estimate.probe_seconds=1", f"estimate.csv={out_csv}",
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert captured.err.count("probing model=mobilenet_v2 gpu=cpu") == 1  # two seeds, one probe
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 2 and rows[0] == rows[1]
+    row = rows[0]
+    assert (row["model"], row["gpu"], row["source"]) == ("mobilenet_v2", "cpu", "probe")
+    for metric in ("energy_j_per_image", "duration_ms_per_image", "energy_j", "duration_s"):
+        low, point, high = (float(row[f"{metric}{s}"]) for s in ("_low", "", "_high"))
+        assert 0 < low < point < high, metric
+    assert row["gpu_energy_j_per_image"] == "" and row["energy_gpu_j"] == ""  # no GPU measured here
+    # experiment=smoke trains 1 head + 1 fine-tuning epoch; early stopping cannot fire before the end
+    assert (row["trained_epochs"], row["trained_epochs_low"], row["trained_epochs_high"]) == ("2", "2", "2")
+    # the run's energy is its per-image figure x the images of both passes: 2 epochs x (2 steps of 16 + the
+    # whole validation set)
+    _, n_val = dataset_split_sizes(job_config(compose_config("gpu=cpu")).dataset)
+    images = float(row["energy_j"]) / float(row["energy_j_per_image"])
+    assert images == pytest.approx(2 * (2 * 16 + n_val), rel=1e-4)
+    assert row["energy_provenance"] == "measured" or row["energy_provenance"].startswith("estimated (cpu: ")
+    assert "source probe:" in captured.out and "probe energy: " in captured.out
+    assert _runs_in(tracking_uri) == 0  # a probe is no training run
+
+
+def test_a_job_on_another_gpu_is_not_probed_and_the_prior_estimates_it(smoke_overrides, monkeypatch, capsys):
+    _estimate(
+        monkeypatch, *smoke_overrides, "gpu=gtx750ti", "estimate.probe=true", "estimate.probe_seconds=1"
+    )
+    captured = capsys.readouterr()
+    assert "probing" not in captured.err
+    [line] = [line for line in captured.out.splitlines() if line.startswith("not probed: ")]
+    assert "gpu=gtx750ti asks for an NVIDIA GTX 750 Ti" in line and line.endswith("the prior estimates it")
+    [row] = [line for line in captured.out.splitlines() if line.startswith("mobilenet_v2 gtx750ti")]
+    assert row.split()[2] == "prior"
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "soon"])
+def test_probe_seconds_must_be_above_zero(seconds, smoke_overrides, tracking_uri, monkeypatch, capsys):
+    err = _refused(
+        monkeypatch, capsys, *smoke_overrides, "estimate.probe=true", f"estimate.probe_seconds={seconds}"
+    )
+    assert f"estimate.probe_seconds={seconds}" in err
+    assert _runs_in(tracking_uri) == 0
+
+
+def test_a_probe_while_another_job_holds_the_lock_is_refused(smoke_overrides, monkeypatch, capsys):
+    from repro.energy import measurement_lock
+
+    with measurement_lock():
+        err = _refused(monkeypatch, capsys, *smoke_overrides, "gpu=cpu", "estimate.probe=true")
+    assert "another measured job" in err
+
+
+def test_a_probe_out_of_memory_names_the_job_the_batch_size_and_the_device(
+    smoke_overrides, monkeypatch, capsys
+):
+    from repro import loop
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(loop, "_train_one_epoch", out_of_memory)
+    err = _refused(monkeypatch, capsys, *smoke_overrides, "gpu=cpu", "estimate.probe=true")
+    assert "model=mobilenet_v2" in err and "training.batch_size=16" in err and "on cpu" in err
+    assert "out of memory" in err
