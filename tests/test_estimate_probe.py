@@ -105,3 +105,36 @@ def test_a_probe_out_of_memory_names_the_job_the_batch_size_and_the_device(
     err = _refused(monkeypatch, capsys, *smoke_overrides, "gpu=cpu", "estimate.probe=true")
     assert "model=mobilenet_v2" in err and "training.batch_size=16" in err and "on cpu" in err
     assert "out of memory" in err
+
+
+def test_the_probe_table_sets_each_architecture_against_its_full_runs(
+    finished_sweep_once, data_cache, tmp_path, monkeypatch, capsys
+):
+    """A tiny case of `probe-table`: the two smoke jobs the session's sweep trained, probed again here."""
+    import mlflow
+
+    from repro.config import TrackingConfig
+
+    experiment = TrackingConfig().experiment
+    _estimate(
+        monkeypatch, "probe-table", "experiment=smoke", f"dataset.cache_dir={data_cache}",
+        "energy=codecarbon",
+        f"estimate.tracking_uri={finished_sweep_once.tracking_uri}", f"estimate.experiment={experiment}",
+        "estimate.probe_seconds=1", f"estimate.out_dir={tmp_path}",
+    )  # fmt: skip
+    assert {p.name for p in tmp_path.iterdir()} == {"f_probe.csv", "f_probe.md", "f_probe.tex"}
+    rows = {row["architecture"]: row for row in csv.DictReader((tmp_path / "f_probe.csv").open())}
+    assert set(rows) == {"mobilenet_v2", "resnet18", "MAPE"}
+    mlflow.set_tracking_uri(finished_sweep_once.tracking_uri)
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
+    )  # fmt: skip
+    for architecture in ("mobilenet_v2", "resnet18"):
+        row = rows[architecture]
+        measured = runs.loc[runs["tags.repro.model"] == architecture, "metrics.energy_j_per_image"].mean()
+        assert float(row["full_j_per_image"]) == pytest.approx(measured, rel=1e-6)
+        error = 100 * (float(row["probe_j_per_image"]) / measured - 1)
+        assert float(row["error_pct"]) == pytest.approx(error, rel=1e-6)
+    mape = (abs(float(rows["mobilenet_v2"]["error_pct"])) + abs(float(rows["resnet18"]["error_pct"]))) / 2
+    assert float(rows["MAPE"]["error_pct"]) == pytest.approx(mape, rel=1e-6)
+    assert "The probe on this machine against full runs" in (tmp_path / "f_probe.md").read_text()
