@@ -33,11 +33,12 @@ import torch
 from repro.config import Config
 from repro.errors import UserError
 
-#: The bias band of a probe against full runs: a full run's J/image divided by its probe's lies within it.
-#: Measured on this project's 2-core CPU machine (paper/estimation/f_probe, `python -m repro.estimate
-#: probe-table`): the five architectures of experiment=replication_cpu, each probed for 10 s, against the
-#: mean of its five full runs in paper/replication/cpu/mlflow.db. The band is the lowest and highest of the
-#: five ratios, widened by a tenth of the band on each side; it is a constant, the same for every job.
+#: The bias band of a probe against full runs: a full run's J/image over its probe's should lie within it.
+#: How it is obtained: `python -m repro.estimate probe-table` on an idle machine probes the five architectures
+#: of experiment=replication_cpu and sets each against the mean of its five full runs in
+#: paper/replication/cpu/mlflow.db (paper/estimation/f_probe, column "Full / probe"); the band is the lowest
+#: and highest of those ratios. It is one constant for every job. PROVISIONAL: +-15% until that table has
+#: been run on an idle machine (the machine was loaded when the probe was written).
 BIAS_BAND: tuple[float, float] = (0.85, 1.15)
 #: Default seconds of each measured phase.
 DEFAULT_PROBE_SECONDS = 10.0

@@ -83,8 +83,8 @@ def estimate_jobs(
         if key not in distinct:
             if probing:
                 devices[key] = _probe_device(cfg)
-            probed = probing and not isinstance(devices[key], str)
-            distinct[key] = (cfg, job_features(cfg, architecture, cache, require_specs=not probed))
+            probed = probing and not isinstance(devices[key], str)  # a probed job needs no GPU specs
+            distinct[key] = (cfg, job_features(cfg, architecture, cache, not probed))
         job_keys.append(key)
     probes = _run_probes(distinct, devices, seconds) if probing else {}
     estimates = {
