@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sqlite3
 import sys
 
@@ -138,3 +139,29 @@ def test_the_probe_table_sets_each_architecture_against_its_full_runs(
     mape = (abs(float(rows["mobilenet_v2"]["error_pct"])) + abs(float(rows["resnet18"]["error_pct"]))) / 2
     assert float(rows["MAPE"]["error_pct"]) == pytest.approx(mape, rel=1e-6)
     assert "The probe on this machine against full runs" in (tmp_path / "f_probe.md").read_text()
+
+
+def test_the_projection_is_j_per_image_per_phase_x_images_x_epochs_with_the_bias_band():
+    from repro.estimate.probe import BIAS_BAND, PhaseMeasurement, ProbeResult, project
+
+    steady = [0.5] * 10  # no step-to-step spread: the interval is the bias band x the epoch range
+    phases = {
+        "head": PhaseMeasurement("head", images=100, duration_s=5.0, energy_j={"cpu": 50.0}, step_s=steady),
+        "finetune": PhaseMeasurement(
+            "finetune", images=50, duration_s=5.0, energy_j={"cpu": 100.0}, step_s=steady
+        ),
+        "validation": PhaseMeasurement("validation", images=200, duration_s=2.0, energy_j={"cpu": 20.0}),
+    }
+    result = ProbeResult("cpu", phases, {"cpu": "rapl"}, False, idle_power_w=10.0, warmup_s=20.0,
+                         baseline_s=0.0, cooldown_s=3.0)  # fmt: skip
+    out = project(result, train_images_per_epoch=64, val_images_per_epoch=32, head_epochs=1, epochs=(4, 2, 4))
+    # J/image: head 0.5, fine-tuning 2.0, validation 0.1; 1 head + 3 fine-tuning epochs, each with validation
+    energy = 1 * 64 * 0.5 + 3 * 64 * 2.0 + 4 * 32 * 0.1
+    assert out["energy_j"] == pytest.approx(energy)
+    assert out["energy_j_per_image"] == pytest.approx(energy / (4 * (64 + 32)))
+    assert out["energy_j_low"] == pytest.approx((64 * 0.5 + 64 * 2.0 + 2 * 32 * 0.1) * BIAS_BAND[0])
+    assert out["energy_j_high"] == pytest.approx(energy * BIAS_BAND[1])
+    assert out["duration_s"] == pytest.approx(64 * 0.05 + 3 * 64 * 0.1 + 4 * 32 * 0.01)
+    assert math.isnan(out["gpu_energy_j"])  # nothing measured a GPU
+    assert out["overhead_j"] == pytest.approx(3.0 * 10.0)  # the cooldown at the idle power
+    assert out["warmup_j"] == pytest.approx(20.0 * 50.0 / 5.0)  # the warm-up at the head phase's power
