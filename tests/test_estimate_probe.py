@@ -165,3 +165,15 @@ def test_the_projection_is_j_per_image_per_phase_x_images_x_epochs_with_the_bias
     assert math.isnan(out["gpu_energy_j"])  # nothing measured a GPU
     assert out["overhead_j"] == pytest.approx(3.0 * 10.0)  # the cooldown at the idle power
     assert out["warmup_j"] == pytest.approx(20.0 * 50.0 / 5.0)  # the warm-up at the head phase's power
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["estimate.probe=maybe"], "estimate.probe=maybe must be true or false"),
+        (["probe-table", "-m"], "probe-table probes one job per architecture"),
+        (["probe-table", "estimate.probe_seconds=0"], "estimate.probe_seconds=0 must be greater than 0"),
+    ],
+)
+def test_other_bad_probe_settings_are_one_line_and_exit_code_2(args, named, monkeypatch, capsys):
+    assert named in _refused(monkeypatch, capsys, *args)
