@@ -214,21 +214,34 @@ def estimate_key(cfg: Config, architecture: str) -> tuple[str, ...]:
     return (architecture, *(repr(part) for part in parts))
 
 
-def job_features(cfg: Config, architecture: str, cache: dict | None = None) -> JobFeatures:
+def job_features(
+    cfg: Config, architecture: str, cache: dict | None = None, require_specs: bool = True
+) -> JobFeatures:
     """Describe one composed job; raise `UserError` if its GPU profile lacks specs.
 
     `cache`, shared across a sweep's jobs, keeps each network's complexity and each data set's split
-    sizes, so that neither is computed twice.
+    sizes, so that neither is computed twice. `require_specs=False` (a job probed on this machine)
+    leaves a missing spec NaN instead.
     """
-    specs = gpu_specs(cfg.gpu)
+    try:
+        specs = gpu_specs(cfg.gpu)
+    except UserError:
+        if require_specs:
+            raise
+        specs = dict.fromkeys(GPU_SPEC_KEYS)
     missing = [key for key in GPU_SPEC_KEYS if specs.get(key) is None]
-    if missing:
+    if missing and require_specs:
         raise UserError(
             f"gpu={cfg.gpu.name} lacks the spec(s) {', '.join(missing)} that the estimate needs; "
             f"set them in conf/gpu/{cfg.gpu.name}.yaml or on the command line (gpu.{missing[0]}=...)"
         )
     precision = "fp32" if cfg.training.amp is False else str(cfg.training.amp)
-    peak_tflops = _peak_tflops(cfg.gpu, specs, precision)
+    try:
+        peak_tflops = _peak_tflops(cfg.gpu, specs, precision)
+    except UserError:
+        if require_specs:
+            raise
+        peak_tflops = math.nan  # a probe measures the job; only the prior needs the peak
     cache = cache if cache is not None else {}
     gflops, params_m = _complexity(cfg, cache)
     split_key = ("split", repr(cfg.dataset))
@@ -256,7 +269,7 @@ def job_features(cfg: Config, architecture: str, cache: dict | None = None) -> J
         "batch_size": float(training.batch_size),
         "train_images": float(n_train),
         "val_images": float(n_val),
-        **{key: float(specs[key]) for key in GPU_SPEC_KEYS},
+        **{key: math.nan if specs[key] is None else float(specs[key]) for key in GPU_SPEC_KEYS},
         # The published runs trained in FP32, so the column holds the peak that bounds a job's arithmetic:
         # the profile's peak at the job's precision.
         "fp32_tflops": peak_tflops,

@@ -19,6 +19,7 @@ import csv
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,15 +29,18 @@ from repro.errors import UserError
 from repro.estimate.features import JobFeatures, add_log_features, estimate_key, job_features, published_runs
 from repro.estimate.model import Estimator, fit
 
+if TYPE_CHECKING:
+    from repro.estimate.probe import ProbeResult
+
 #: CodeCarbon's world-average carbon intensity (gCO2e/kWh), used when the job sets none.
 WORLD_AVERAGE_G_PER_KWH = 475.0
 _J_PER_KWH = 3.6e6
 #: The CSV's columns after `model`, `gpu` and `source`: run metrics, each with `_low` and `_high`.
-#: `energy_j_per_image` is everything the job's meter measures; no estimate here knows more than the
-#: GPU (the study measured only the GPU), so it stays empty until a probe measures it on this machine.
+#: `energy_j_per_image` and `energy_j` are everything the job's meter measures: only a probe on this machine
+#: measures them; PRE and the prior know the GPU alone (the study measured only the GPU), so theirs are empty.
 CSV_METRICS = (
-    "energy_j_per_image", "gpu_energy_j_per_image", "duration_ms_per_image", "energy_gpu_j", "duration_s",
-    "emissions_g", "trained_epochs",
+    "energy_j_per_image", "gpu_energy_j_per_image", "duration_ms_per_image", "energy_j", "energy_gpu_j",
+    "duration_s", "emissions_g", "trained_epochs",
 )  # fmt: skip
 #: Where a row's per-image figures come from (the CSV's and the table's `source`).
 SOURCES = {
@@ -44,43 +48,131 @@ SOURCES = {
     "mlflow": "kernel ridge on your own MLflow runs of this exact configuration",
     "prior": "the physical prior from the GPU's specs (repro.estimate.prior), its interval as wide as "
     "its error on the architectures and GPUs it had not seen",
+    "probe": "the job's training step measured on this machine (repro.estimate.probe) with the job's own "
+    "meters: everything they measure, not the GPU alone; interval: step spread x the probes' bias band "
+    "against full runs x the epoch range",
 }
 
 
 def estimate_jobs(
     overrides: list[str], multirun: bool, sources: list[str], keys: dict[str, str]
 ) -> pd.DataFrame:
-    """Check and describe every job, fit PRE, print the table and the total; returns the rows."""
+    """Check and describe every job, probe or fit PRE, print the table and the total; returns the rows.
+
+    With `estimate.probe=true`, each distinct job whose device is on this machine is probed
+    (`repro.estimate.probe`) under the machine-wide measurement lock; the others get PRE.
+    """
     from repro.composition import register_configs
+    from repro.estimate.probe import DEFAULT_PROBE_SECONDS
     from repro.preflight import compose_jobs, validate_job
 
     register_configs()
+    probing = keys.get("probe") == "true"
+    seconds = float(keys.get("probe_seconds", DEFAULT_PROBE_SECONDS))
     jobs = compose_jobs(overrides, multirun, CONF_DIR)
     checked: set[str] = set()
     cache: dict = {}
     # Jobs that differ only in the seed share one estimate: the first such job's config and features.
     distinct: dict[tuple, tuple[Config, JobFeatures]] = {}
+    devices: dict[tuple, object] = {}  # key -> the torch device a probe runs on, or why it cannot
     job_keys = []
     for choices, cfg in jobs:
         validate_job(cfg, check_hardware=False, already_checked=checked)  # the GPU may be elsewhere
         architecture = choices.get("model") or str(cfg.model.name)
         key = estimate_key(cfg, architecture)
         if key not in distinct:
-            distinct[key] = (cfg, job_features(cfg, architecture, cache))
+            if probing:
+                devices[key] = _probe_device(cfg)
+            probed = probing and not isinstance(devices[key], str)  # a probed job needs no GPU specs
+            distinct[key] = (cfg, job_features(cfg, architecture, cache, not probed))
         job_keys.append(key)
-    runs = training_runs(sources, keys)
-    estimator = fit(runs, selection=keys.get("selection", "random"))
-    published_epochs = runs.loc[runs["source"] == "published", ["architecture", "epochs"]]
-    predicted = _per_image(list(distinct.values()), runs, estimator)
+    probes = _run_probes(distinct, devices, seconds) if probing else {}
     estimates = {
-        key: _estimate(job, per_image, source, estimator, published_epochs)
-        for (key, (_, job)), (source, per_image) in zip(distinct.items(), predicted, strict=True)
+        key: _probe_estimate(job, cfg, probes[key]) for key, (cfg, job) in distinct.items() if key in probes
     }
+    others = {key: value for key, value in distinct.items() if key not in probes}
+    n_runs, estimator = 0, None
+    if others:
+        runs = training_runs(sources, keys)
+        n_runs, estimator = len(runs), fit(runs, selection=keys.get("selection", "random"))
+        published_epochs = runs.loc[runs["source"] == "published", ["architecture", "epochs"]]
+        predicted = _per_image(list(others.values()), runs, estimator)
+        for (key, (_, job)), (source, per_image) in zip(others.items(), predicted, strict=True):
+            estimates[key] = _estimate(job, per_image, source, estimator, published_epochs)
+            if isinstance(devices.get(key), str):
+                estimates[key]["note"] = devices[key]
     rows = pd.DataFrame([estimates[key] for key in job_keys])  # one row per job, the sweep's order
-    _print(rows, estimator, len(runs))
+    _print(rows, n_runs)
     if keys.get("csv"):
         _write_csv(rows, Path(keys["csv"]))
     return rows
+
+
+def _probe_device(cfg: Config) -> object:
+    from repro.estimate.probe import probe_device
+
+    device, reason = probe_device(cfg)
+    return device if device is not None else reason
+
+
+def _describe(cfg: Config, job: JobFeatures) -> str:
+    return f"model={job.architecture} gpu={job.gpu} training.batch_size={cfg.training.batch_size}"
+
+
+def _run_probes(distinct: dict, devices: dict, seconds: float) -> dict:
+    """Probe every job that runs on this machine, one after another, under the measurement lock."""
+    from repro.energy import measurement_lock
+    from repro.estimate.probe import probe_job
+
+    todo = [key for key in distinct if not isinstance(devices[key], str)]
+    if not todo:
+        return {}
+    results: dict = {}
+    idle_power_w = None
+    with measurement_lock(any(distinct[key][0].energy.lock for key in todo)):
+        for key in todo:
+            cfg, job = distinct[key]
+            print(
+                f"probing {_describe(cfg, job)} on {devices[key]} for {seconds:g} s per phase",
+                file=sys.stderr,
+            )
+            results[key] = probe_job(cfg, devices[key], seconds, _describe(cfg, job), idle_power_w)
+            idle_power_w = results[key].idle_power_w
+    return results
+
+
+def _probe_estimate(job: JobFeatures, cfg: Config, result: ProbeResult) -> dict:
+    """One probed job's row: what the probe measured here, projected to the run's epochs."""
+    from repro.estimate.probe import project
+
+    epochs, epochs_low, epochs_high, how = epoch_range(job, _published_epochs())
+    projected = project(
+        result, job.train_images_per_epoch, job.val_images_per_epoch, cfg.training.head_epochs,
+        (epochs, epochs_low, epochs_high),
+    )  # fmt: skip
+    intensity = job.intensity_g_per_kwh if job.intensity_g_per_kwh is not None else WORLD_AVERAGE_G_PER_KWH
+    row: dict = {"model": job.architecture, "gpu": job.gpu, "source": "probe"}
+    for metric in ("energy_j_per_image", "gpu_energy_j_per_image", "duration_ms_per_image", "energy_j"):
+        for suffix in ("", "_low", "_high"):
+            row[f"{metric}{suffix}"] = projected[f"{metric}{suffix}"]
+    for suffix in ("", "_low", "_high"):
+        row[f"energy_gpu_j{suffix}"] = projected[f"gpu_energy_j{suffix}"]
+    for suffix in ("", "_low", "_high"):
+        row[f"duration_s{suffix}"] = projected[f"duration_s{suffix}"]
+    for suffix in ("", "_low", "_high"):
+        row[f"emissions_g{suffix}"] = projected[f"energy_j{suffix}"] / _J_PER_KWH * intensity
+    row.update(trained_epochs=epochs, trained_epochs_low=epochs_low, trained_epochs_high=epochs_high)
+    row.update(overhead_j=projected["overhead_j"], warmup_j=projected["warmup_j"])
+    row["epochs_from"] = how
+    row["carbon_intensity_g_per_kwh"] = intensity
+    row["out_of_distribution"] = ""
+    row["energy_provenance"] = result.provenance
+    row["note"] = f"probed on {result.device}, step spread ±{projected['spread_pct']:.1f}%"
+    return row
+
+
+def _published_epochs() -> pd.DataFrame:
+    return published_runs()[["architecture", "epochs"]]
 
 
 def training_runs(sources: list[str], keys: dict[str, str]) -> pd.DataFrame:
@@ -171,6 +263,7 @@ def _estimate(
     }
     for suffix in ("", "_low", "_high"):
         row[f"energy_j_per_image{suffix}"] = math.nan  # only a probe on this machine measures it
+        row[f"energy_j{suffix}"] = math.nan
         # The prior's and the kernel ridge's per-image figures have the run metric's definition.
         row[f"gpu_energy_j_per_image{suffix}"] = predicted[f"j_per_image{suffix}"]
         row[f"duration_ms_per_image{suffix}"] = predicted[f"ms_per_image{suffix}"]
@@ -186,6 +279,7 @@ def _estimate(
     row["out_of_distribution"] = "; ".join(
         estimator.out_of_distribution(job.architecture, job.gpu, job.values)
     )
+    row.update(overhead_j=math.nan, warmup_j=math.nan, energy_provenance="", note="")
     return row
 
 
@@ -196,17 +290,28 @@ def _interval(value: float, low: float, high: float, digits: int) -> str:
     return f"{show(value)} [{show(low)}-{show(high)}]"
 
 
-def _print(rows: pd.DataFrame, estimator: Estimator, n_runs: int) -> None:
+def _shown(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each row's energy as its source knows it: a probe's is everything its meter measures, the others'
+    the GPU's (`J/image*` and `J*` with `_low`, `_high`)."""
+    probe = rows["source"] == "probe"
+    shown = pd.DataFrame(index=rows.index)
+    for suffix in ("", "_low", "_high"):
+        shown[f"j_per_image{suffix}"] = rows[f"energy_j_per_image{suffix}"].where(
+            probe, rows[f"gpu_energy_j_per_image{suffix}"]
+        )
+        shown[f"energy_j{suffix}"] = rows[f"energy_j{suffix}"].where(probe, rows[f"energy_gpu_j{suffix}"])
+    return shown
+
+
+def _print(rows: pd.DataFrame, n_runs: int) -> None:
+    shown = _shown(rows)
     table = pd.DataFrame(
         {
             "model": rows["model"],
             "gpu": rows["gpu"],
             "source": rows["source"],
             "J/image [90%]": [
-                _interval(
-                    r.gpu_energy_j_per_image, r.gpu_energy_j_per_image_low, r.gpu_energy_j_per_image_high, 3
-                )
-                for r in rows.itertuples()
+                _interval(r.j_per_image, r.j_per_image_low, r.j_per_image_high, 3) for r in shown.itertuples()
             ],
             "epochs": [
                 f"{r.trained_epochs} [{r.trained_epochs_low}-{r.trained_epochs_high}]"
@@ -214,12 +319,9 @@ def _print(rows: pd.DataFrame, estimator: Estimator, n_runs: int) -> None:
             ],
             "kWh": [
                 _interval(
-                    r.energy_gpu_j / _J_PER_KWH,
-                    r.energy_gpu_j_low / _J_PER_KWH,
-                    r.energy_gpu_j_high / _J_PER_KWH,
-                    4,
+                    r.energy_j / _J_PER_KWH, r.energy_j_low / _J_PER_KWH, r.energy_j_high / _J_PER_KWH, 4
                 )
-                for r in rows.itertuples()
+                for r in shown.itertuples()
             ],
             "hours": [
                 _interval(r.duration_s / 3600, r.duration_s_low / 3600, r.duration_s_high / 3600, 2)
@@ -233,41 +335,47 @@ def _print(rows: pd.DataFrame, estimator: Estimator, n_runs: int) -> None:
             ],
         }
     )
-    print(
-        f"Estimated GPU energy before training ([low-high]: 90% interval x the epoch range; kernel ridge "
-        f"fitted on {n_runs} runs where the configuration was measured)"
-    )
+    probed = (rows["source"] == "probe").any()
+    what = "energy" if probed else "GPU energy"
+    fitted = f"; kernel ridge fitted on {n_runs} runs where the configuration was measured" if n_runs else ""
+    print(f"Estimated {what} before training ([low-high]: 90% interval x the epoch range{fitted})")
     print(table.to_string(index=False))
+    energy = {suffix: shown[f"energy_j{suffix}"].sum() / _J_PER_KWH for suffix in ("", "_low", "_high")}
     total = {
         k: rows[k].sum()
-        for k in (
-            "energy_gpu_j",
-            "energy_gpu_j_low",
-            "energy_gpu_j_high",
-            "duration_s",
-            "duration_s_low",
-            "duration_s_high",
-            "emissions_g",
-            "emissions_g_low",
-            "emissions_g_high",
-        )
-    }
+        for k in ("duration_s", "duration_s_low", "duration_s_high", "emissions_g", "emissions_g_low",
+                  "emissions_g_high")
+    }  # fmt: skip
     print(
         f"Sweep total ({len(rows)} jobs): "
-        f"{_interval(total['energy_gpu_j'] / _J_PER_KWH, total['energy_gpu_j_low'] / _J_PER_KWH, total['energy_gpu_j_high'] / _J_PER_KWH, 4)} kWh, "  # noqa: E501
+        f"{_interval(energy[''], energy['_low'], energy['_high'], 4)} kWh, "
         f"{_interval(total['duration_s'] / 3600, total['duration_s_low'] / 3600, total['duration_s_high'] / 3600, 2)} h, "  # noqa: E501
         f"{_interval(total['emissions_g'], total['emissions_g_low'], total['emissions_g_high'], 1)} gCO2e "
         "(bounds are the sums of the jobs' bounds)"
     )
+    if probed:
+        overhead_kj = (rows["overhead_j"].fillna(0).sum() + rows["warmup_j"].fillna(0).max()) / 1e3
+        print(
+            "Overheads outside the runs' energy (the idle baselines and cooldowns at the measured idle "
+            f"power, one warm-up at the training power): {overhead_kj:.2f} kJ"
+        )
+        for provenance in sorted(set(rows.loc[rows["source"] == "probe", "energy_provenance"])):
+            print(f"probe energy: {provenance}")
     for source in sorted(set(rows["source"])):
         print(f"source {source}: {SOURCES[source]}")
+    for note in dict.fromkeys(rows.loc[rows["note"].str.startswith("not probed"), "note"]):
+        print(note)
     for how in sorted(set(rows["epochs_from"])):
         print(f"epochs: {how}")
     intensities = sorted(set(rows["carbon_intensity_g_per_kwh"]))
+    measured = (
+        "the probes' energy is everything their meters measure; the others' the GPU only, as the study"
+        if probed
+        else "GPU energy only, as the study"
+    )
     print(
         f"gCO2e at {', '.join(f'{i:g}' for i in intensities)} gCO2e/kWh (energy.carbon_intensity_g_per_kwh, "
-        f"else CodeCarbon's world average {WORLD_AVERAGE_G_PER_KWH:g}); GPU energy only, as the study "
-        "measured"
+        f"else CodeCarbon's world average {WORLD_AVERAGE_G_PER_KWH:g}); {measured} measured"
     )
     if (rows["out_of_distribution"] != "").any():
         print(
@@ -284,7 +392,7 @@ def _cell(value: object) -> object:
 
 def _write_csv(rows: pd.DataFrame, path: Path) -> None:
     columns = ["model", "gpu", "source"] + [f"{m}{s}" for m in CSV_METRICS for s in ("", "_low", "_high")]
-    columns += ["out_of_distribution"]
+    columns += ["overhead_j", "energy_provenance", "out_of_distribution", "note"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")

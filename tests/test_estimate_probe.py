@@ -1,0 +1,179 @@
+"""The probe on this machine: `python -m repro.estimate ... estimate.probe=true`."""
+
+from __future__ import annotations
+
+import csv
+import math
+import sqlite3
+import sys
+
+import pytest
+
+from repro.estimate.__main__ import main
+
+
+def _estimate(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    monkeypatch.setattr(sys, "argv", ["repro-estimate", *args])
+    main()
+
+
+def _refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    monkeypatch.setattr(sys, "argv", ["repro-estimate", *args])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stopped.value.code == 2, err
+    assert err.startswith("error: "), err
+    return err
+
+
+def _runs_in(tracking_uri: str) -> int:
+    with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as db:
+        return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+
+def test_a_probe_of_a_cpu_smoke_job_measures_its_step_and_records_nothing(
+    smoke_overrides, compose_config, tracking_uri, tmp_path, monkeypatch, capsys
+):
+    from repro.config import job_config
+    from repro.estimate.features import dataset_split_sizes
+
+    out_csv = tmp_path / "estimate.csv"
+    _estimate(
+        monkeypatch, "-m", *smoke_overrides, "gpu=cpu", "seed=0,1", "estimate.probe=true",
+        "estimate.probe_seconds=1", f"estimate.csv={out_csv}",
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert captured.err.count("probing model=mobilenet_v2 gpu=cpu") == 1  # two seeds, one probe
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 2 and rows[0] == rows[1]
+    row = rows[0]
+    assert (row["model"], row["gpu"], row["source"]) == ("mobilenet_v2", "cpu", "probe")
+    for metric in ("energy_j_per_image", "duration_ms_per_image", "energy_j", "duration_s"):
+        low, point, high = (float(row[f"{metric}{s}"]) for s in ("_low", "", "_high"))
+        assert 0 < low < point < high, metric
+    assert row["gpu_energy_j_per_image"] == "" and row["energy_gpu_j"] == ""  # no GPU measured here
+    # experiment=smoke trains 1 head + 1 fine-tuning epoch; early stopping cannot fire before the end
+    assert (row["trained_epochs"], row["trained_epochs_low"], row["trained_epochs_high"]) == ("2", "2", "2")
+    # the run's energy is its per-image figure x the images of both passes: 2 epochs x (2 steps of 16 + the
+    # whole validation set)
+    _, n_val = dataset_split_sizes(job_config(compose_config("gpu=cpu")).dataset)
+    images = float(row["energy_j"]) / float(row["energy_j_per_image"])
+    assert images == pytest.approx(2 * (2 * 16 + n_val), rel=1e-4)
+    assert row["energy_provenance"] == "measured" or row["energy_provenance"].startswith("estimated (cpu: ")
+    assert "source probe:" in captured.out and "probe energy: " in captured.out
+    assert _runs_in(tracking_uri) == 0  # a probe is no training run
+
+
+def test_a_job_on_another_gpu_is_not_probed_and_the_prior_estimates_it(smoke_overrides, monkeypatch, capsys):
+    _estimate(
+        monkeypatch, *smoke_overrides, "gpu=gtx750ti", "estimate.probe=true", "estimate.probe_seconds=1"
+    )
+    captured = capsys.readouterr()
+    assert "probing" not in captured.err
+    [line] = [line for line in captured.out.splitlines() if line.startswith("not probed: ")]
+    assert "gpu=gtx750ti asks for an NVIDIA GTX 750 Ti" in line and line.endswith("the prior estimates it")
+    [row] = [line for line in captured.out.splitlines() if line.startswith("mobilenet_v2 gtx750ti")]
+    assert row.split()[2] == "prior"
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "soon"])
+def test_probe_seconds_must_be_above_zero(seconds, smoke_overrides, tracking_uri, monkeypatch, capsys):
+    err = _refused(
+        monkeypatch, capsys, *smoke_overrides, "estimate.probe=true", f"estimate.probe_seconds={seconds}"
+    )
+    assert f"estimate.probe_seconds={seconds}" in err
+    assert _runs_in(tracking_uri) == 0
+
+
+def test_a_probe_while_another_job_holds_the_lock_is_refused(smoke_overrides, monkeypatch, capsys):
+    from repro.energy import measurement_lock
+
+    with measurement_lock():
+        err = _refused(monkeypatch, capsys, *smoke_overrides, "gpu=cpu", "estimate.probe=true")
+    assert "another measured job" in err
+
+
+def test_a_probe_out_of_memory_names_the_job_the_batch_size_and_the_device(
+    smoke_overrides, monkeypatch, capsys
+):
+    from repro import loop
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(loop, "_train_one_epoch", out_of_memory)
+    err = _refused(monkeypatch, capsys, *smoke_overrides, "gpu=cpu", "estimate.probe=true")
+    assert "model=mobilenet_v2" in err and "training.batch_size=16" in err and "on cpu" in err
+    assert "out of memory" in err
+
+
+def test_the_probe_table_sets_each_architecture_against_its_full_runs(
+    finished_sweep_once, data_cache, tmp_path, monkeypatch, capsys
+):
+    """A tiny case of `probe-table`: the two smoke jobs the session's sweep trained, probed again here."""
+    import mlflow
+
+    from repro.config import TrackingConfig
+
+    experiment = TrackingConfig().experiment
+    _estimate(
+        monkeypatch, "probe-table", "experiment=smoke", f"dataset.cache_dir={data_cache}",
+        "energy=codecarbon",
+        f"estimate.tracking_uri={finished_sweep_once.tracking_uri}", f"estimate.experiment={experiment}",
+        "estimate.probe_seconds=1", f"estimate.out_dir={tmp_path}",
+    )  # fmt: skip
+    assert {p.name for p in tmp_path.iterdir()} == {"f_probe.csv", "f_probe.md", "f_probe.tex"}
+    rows = {row["architecture"]: row for row in csv.DictReader((tmp_path / "f_probe.csv").open())}
+    assert set(rows) == {"mobilenet_v2", "resnet18", "MAPE"}
+    mlflow.set_tracking_uri(finished_sweep_once.tracking_uri)
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
+    )  # fmt: skip
+    for architecture in ("mobilenet_v2", "resnet18"):
+        row = rows[architecture]
+        measured = runs.loc[runs["tags.repro.model"] == architecture, "metrics.energy_j_per_image"].mean()
+        assert float(row["full_j_per_image"]) == pytest.approx(measured, rel=1e-6)
+        error = 100 * (float(row["probe_j_per_image"]) / measured - 1)
+        assert float(row["error_pct"]) == pytest.approx(error, rel=1e-6)
+    mape = (abs(float(rows["mobilenet_v2"]["error_pct"])) + abs(float(rows["resnet18"]["error_pct"]))) / 2
+    assert float(rows["MAPE"]["error_pct"]) == pytest.approx(mape, rel=1e-6)
+    assert "The probe on this machine against full runs" in (tmp_path / "f_probe.md").read_text()
+
+
+def test_the_projection_is_j_per_image_per_phase_x_images_x_epochs_with_the_bias_band():
+    from repro.estimate.probe import BIAS_BAND, PhaseMeasurement, ProbeResult, project
+
+    steady = [0.5] * 10  # no step-to-step spread: the interval is the bias band x the epoch range
+    phases = {
+        "head": PhaseMeasurement("head", images=100, duration_s=5.0, energy_j={"cpu": 50.0}, step_s=steady),
+        "finetune": PhaseMeasurement(
+            "finetune", images=50, duration_s=5.0, energy_j={"cpu": 100.0}, step_s=steady
+        ),
+        "validation": PhaseMeasurement("validation", images=200, duration_s=2.0, energy_j={"cpu": 20.0}),
+    }
+    result = ProbeResult("cpu", phases, {"cpu": "rapl"}, False, idle_power_w=10.0, warmup_s=20.0,
+                         baseline_s=0.0, cooldown_s=3.0)  # fmt: skip
+    out = project(result, train_images_per_epoch=64, val_images_per_epoch=32, head_epochs=1, epochs=(4, 2, 4))
+    # J/image: head 0.5, fine-tuning 2.0, validation 0.1; 1 head + 3 fine-tuning epochs, each with validation
+    energy = 1 * 64 * 0.5 + 3 * 64 * 2.0 + 4 * 32 * 0.1
+    assert out["energy_j"] == pytest.approx(energy)
+    assert out["energy_j_per_image"] == pytest.approx(energy / (4 * (64 + 32)))
+    assert out["energy_j_low"] == pytest.approx((64 * 0.5 + 64 * 2.0 + 2 * 32 * 0.1) * BIAS_BAND[0])
+    assert out["energy_j_high"] == pytest.approx(energy * BIAS_BAND[1])
+    assert out["duration_s"] == pytest.approx(64 * 0.05 + 3 * 64 * 0.1 + 4 * 32 * 0.01)
+    assert math.isnan(out["gpu_energy_j"])  # nothing measured a GPU
+    assert out["overhead_j"] == pytest.approx(3.0 * 10.0)  # the cooldown at the idle power
+    assert out["warmup_j"] == pytest.approx(20.0 * 50.0 / 5.0)  # the warm-up at the head phase's power
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["estimate.probe=maybe"], "estimate.probe=maybe must be true or false"),
+        (["probe-table", "-m"], "probe-table probes one job per architecture"),
+        (["probe-table", "estimate.probe_seconds=0"], "estimate.probe_seconds=0 must be greater than 0"),
+    ],
+)
+def test_other_bad_probe_settings_are_one_line_and_exit_code_2(args, named, monkeypatch, capsys):
+    assert named in _refused(monkeypatch, capsys, *args)
