@@ -80,6 +80,8 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         tracking.note_skipped(done)
         return done.data.metrics.get("f1", float("nan"))
     device = resolve_device(cfg.gpu)
+    monitor = create_monitor(cfg.energy, device.torch_device, context.output_dir / "energy")
+    monitor.prepare()  # the meters' hardware detection runs while the data and the model are built
     loop.seed_everything(cfg.seed)
     data = build_data(
         cfg.dataset,
@@ -91,7 +93,6 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
     model = create_model(cfg.model, num_classes=1 if data.binary else data.num_classes)
     check_input_size(model, cfg.dataset.image_size, cfg.model.name)
     complexity = measure_complexity(model, cfg.dataset.image_size)
-    monitor = create_monitor(cfg.energy, device.torch_device, context.output_dir / "energy")
 
     architecture = context.choices.get("model") or cfg.model.name
     run_name = cfg.run_name or f"{architecture}-{cfg.gpu.name}-s{cfg.seed}"
