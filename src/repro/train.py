@@ -38,7 +38,7 @@ from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lo
 from repro.energy.projection import EnergyProjection
 from repro.environments import resolve_device
 from repro.errors import UserError, exit_on_user_error
-from repro.models import check_input_size, create_model, measure_complexity
+from repro.models import create_model, measure_complexity
 from repro.preflight import preflight, runs_elsewhere, validate_job
 from repro.spool import SPOOL_FILE, RunSpool
 from repro.threads import resolve_threads, use_threads
@@ -91,8 +91,7 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         drop_last=cfg.training.drop_last,
     )
     model = create_model(cfg.model, num_classes=1 if data.binary else data.num_classes)
-    check_input_size(model, cfg.dataset.image_size, cfg.model.name)
-    complexity = measure_complexity(model, cfg.dataset.image_size)
+    complexity = measure_complexity(model, cfg.dataset.image_size, cfg.model.name)  # and checks the size
 
     architecture = context.choices.get("model") or cfg.model.name
     run_name = cfg.run_name or f"{architecture}-{cfg.gpu.name}-s{cfg.seed}"
