@@ -71,10 +71,12 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
     _refuse_planted_links(context.output_dir)
     cfg.training.threads = resolve_threads(cfg.training.threads)  # logged with the params
     use_threads(cfg.training.threads)
-    tracking.open_store(cfg.tracking.uri)  # a new store is created once, under a lock, however many jobs run
-    reconcile.end_dead_runs(cfg.tracking.uri, cfg.tracking.experiment)
+    # A new store is created once, under a lock, however many jobs run; meanwhile the data and model build.
+    store_opened = tracking.open_store_early(cfg.tracking.uri, cfg.tracking.experiment)
     params = tracking.flatten_config(cfg)
     config_hash = reconcile.config_hash(params)
+    if cfg.resume:
+        store_opened.result()  # the store decides whether the job trains at all
     done = reconcile.resume_decision(cfg, cfg.tracking.uri, cfg.tracking.experiment, config_hash)
     if done is not None:
         tracking.note_skipped(done)
@@ -93,6 +95,7 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
     model = create_model(cfg.model, num_classes=1 if data.binary else data.num_classes)
     complexity = measure_complexity(model, cfg.dataset.image_size, cfg.model.name)  # and checks the size
 
+    store_opened.result()
     architecture = context.choices.get("model") or cfg.model.name
     run_name = cfg.run_name or f"{architecture}-{cfg.gpu.name}-s{cfg.seed}"
     parent_run_id = cfg.tracking.parent_run_id or tracking.read_parent_run_id(context.output_dir)
