@@ -8,8 +8,10 @@ Each round is a fresh process that imports torch, then `repro.train`, wraps the 
 ...) so that each notes when it started and ended, and runs `repro.train.main()` with the overrides
 given. At the first optimiser step it prints the trace and ends the process, so no training is
 timed. Times are seconds since the process started (`REPRO_T0`, else the interpreter's start). The
-trace names what ran; a step that is not listed took no wrapped call. Nothing in `repro` knows about
-it. Compare traces taken in the same run on the same machine: a shared machine's load moves them.
+trace names what ran; a step that is not listed took no wrapped call. Steps that run in a thread of
+their own (the store's `open_store` and `end_dead_runs`, the meters' `prepare`) overlap the others.
+Nothing in `repro` knows about it. Compare traces taken in the same run on the same machine: a
+shared machine's load moves them.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ _TRAIN_STEPS = (
 )
 _MODULE_STEPS = {
     "repro.reconcile": ("end_dead_runs", "resume_decision", "process_tags", "config_hash"),
-    "repro.tracking": ("training_run", "provenance_tags", "log_params", "flatten_config"),
+    "repro.tracking": ("open_store", "training_run", "provenance_tags", "log_params", "flatten_config"),
     "repro.energy.monitor": (),
 }
 
@@ -108,6 +110,9 @@ def _child(out: Path, argv: list[str]) -> None:
             wrap(module, name)
     wrap(train.EnergyMonitor, "measure_baseline")
     wrap(train.EnergyMonitor, "start")
+    from repro.energy.meters import CodeCarbonMeter
+
+    wrap(CodeCarbonMeter, "prepare")  # in the meters' own thread, while the data and the model build
 
     def first_step(_optimizer: object, _args: object, _kwargs: object) -> None:
         mark("first optimiser step")

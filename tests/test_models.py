@@ -164,8 +164,10 @@ def test_too_small_image_names_the_size_the_model_and_the_minimum(
     name: str, image_size: int, smallest: int
 ) -> None:
     model = create_model(ModelConfig(name=name), num_classes=1)
-    with pytest.raises(
-        UserError, match=rf"image_size={image_size} is too small for model '{name}'.* {smallest}$"
-    ):
+    refusal = rf"image_size={image_size} is too small for model '{name}'.* {smallest}$"
+    with pytest.raises(UserError, match=refusal):
         check_input_size(model, image_size, name)
+    with pytest.raises(UserError, match=refusal):
+        measure_complexity(model, image_size, name)  # a job's one probe: its FLOPs, and the same refusal
     check_input_size(model, smallest, name)
+    assert measure_complexity(model, smallest, name).gflops > 0

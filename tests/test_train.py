@@ -6,6 +6,7 @@ import csv
 import math
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tests.support import REPO_ROOT, cli
 
-from repro import loop
+from repro import loop, reconcile, tracking
+from repro.errors import UserError
 from repro.train import JobContext, run
 
 FINAL_METRICS = [
@@ -82,6 +84,50 @@ def test_one_job_records_a_complete_run(compose_config, tracking_uri, tmp_path):
     with (tmp_path / "job" / "history.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [row["phase"] for row in rows] == ["head", "finetune"]
+
+
+def test_the_store_opens_while_the_data_builds_and_before_the_run_is_created(
+    compose_config, tracking_uri, tmp_path, monkeypatch
+):
+    import repro.train as train
+
+    order: list[str] = []
+    build_started = threading.Event()
+    build_data, end_dead_runs, training_run = train.build_data, reconcile.end_dead_runs, tracking.training_run
+
+    def building(*args, **kwargs):
+        order.append("data build started")
+        build_started.set()
+        return build_data(*args, **kwargs)
+
+    def ending_dead_runs(*args, **kwargs):
+        build_started.wait()  # the store's work overlaps the build by construction
+        ended = end_dead_runs(*args, **kwargs)
+        order.append("dead runs ended")
+        return ended
+
+    def creating_run(*args, **kwargs):
+        order.append("run created")
+        return training_run(*args, **kwargs)
+
+    monkeypatch.setattr(train, "build_data", building)
+    monkeypatch.setattr(reconcile, "end_dead_runs", ending_dead_runs)
+    monkeypatch.setattr(tracking, "training_run", creating_run)
+    run(compose_config(), JobContext(output_dir=tmp_path / "job"))
+    assert order == ["data build started", "dead runs ended", "run created"]
+    assert _only_run(tracking_uri).info.status == "FINISHED"
+
+
+def test_a_store_that_fails_while_the_data_builds_fails_the_job_with_its_own_error(
+    compose_config, tmp_path, monkeypatch
+):
+    def refuse(uri: str, experiment: str) -> list[str]:
+        raise UserError(f"tracking.uri={uri}: the store cannot be searched (a test's refusal)")
+
+    monkeypatch.setattr(reconcile, "end_dead_runs", refuse)  # called in the store's thread only
+    with pytest.raises(UserError, match=r"the store cannot be searched \(a test's refusal\)$"):
+        run(compose_config(), JobContext(output_dir=tmp_path / "job"))
+    assert not (tmp_path / "job" / "energy" / "emissions.csv").exists(), "no meter started"
 
 
 def test_multiclass_digits_train_with_macro_metrics(compose_config, tracking_uri, tmp_path):

@@ -94,10 +94,24 @@ def set_base_trainable(model: nn.Module, trainable: bool) -> None:
             parameter.requires_grad_(trainable)
 
 
-def measure_complexity(model: nn.Module, image_size: int) -> ModelComplexity:
-    """FLOPs (2 x multiply-accumulates of convolutions and matmuls) of one image, and the parameters."""
-    with _eval_no_grad(model), FlopCounterMode(display=False) as counter:
-        model(_probe_image(model, image_size))
+def measure_complexity(model: nn.Module, image_size: int, name: str | None = None) -> ModelComplexity:
+    """FLOPs (2 x multiply-accumulates of convolutions and matmuls) of one image, and the parameters.
+
+    Args:
+        name: The model's name: given, the one forward pass also checks the image size, as
+            `check_input_size` would with a pass of its own.
+
+    Raises:
+        UserError: With `name`, the model rejects `image_size` (`check_input_size`'s message).
+    """
+    try:
+        with _eval_no_grad(model), FlopCounterMode(display=False) as counter:
+            model(_probe_image(model, image_size))
+    except _SIZE_REJECTED:
+        if name is None:
+            raise
+        check_input_size(model, image_size, name)  # names the smallest size that works
+        raise
     params = sum(p.numel() for p in model.parameters())
     return ModelComplexity(gflops=counter.get_total_flops() / 1e9, params_m=params / 1e6)
 
@@ -417,10 +431,14 @@ def _smallest_working_size(model: nn.Module, failing: int, working: int) -> int:
     return working
 
 
+#: How PyTorch and timm models reject an input size.
+_SIZE_REJECTED = (RuntimeError, ValueError, AssertionError)
+
+
 def _forward_works(model: nn.Module, image_size: int) -> bool:
     try:
         with _eval_no_grad(model):
             model(_probe_image(model, image_size))
-    except (RuntimeError, ValueError, AssertionError):  # how PyTorch and timm models reject an input size
+    except _SIZE_REJECTED:
         return False
     return True

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,25 @@ def open_store(uri: str) -> None:
             raise UserError(f"tracking.uri={uri}: SQLite cannot open {db_path} ({error})") from None
         with _mlflow_quiet():
             MlflowClient(uri).search_experiments(max_results=1)  # MLflow creates and migrates its tables
+
+
+def open_store_early(uri: str, experiment: str) -> Future[None]:
+    """`open_store`, then `reconcile.end_dead_runs`, in a thread of their own.
+
+    A job calls it before it builds its data and model, which then overlap the store's schema check and
+    the search for this host's dead runs. `result()` waits for both and raises what they raised, as the
+    same calls made in place would have; nothing else may use the store before it.
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repro-store")
+    try:
+        return executor.submit(_open_and_reconcile, uri, experiment)
+    finally:
+        executor.shutdown(wait=False)  # the thread ends when its work is done
+
+
+def _open_and_reconcile(uri: str, experiment: str) -> None:
+    open_store(uri)
+    reconcile.end_dead_runs(uri, experiment)
 
 
 @contextmanager
@@ -596,17 +616,18 @@ class SweepCallback(Callback):
 _SKIPPED: list[Any] = []
 
 
-def finished_before(cfg: Config, config_hash: str) -> Any | None:
+def finished_before(cfg: Config, config_hash: str, store_opened: Future[None]) -> Any | None:
     """The resume decision, in one call: the FINISHED run that makes this job unnecessary, or None.
 
-    Opens the store (created once, under a lock, however many jobs start), ends the runs of jobs that
-    died, then with `resume=true` looks for a run of the same config (`reconcile.resume_decision`); a
-    run found is noted for the sweep's summary.
+    `store_opened` is `open_store_early`'s future (the store opened, the runs of jobs that died ended).
+    Without `resume=true` nothing waits for it, so the data and model build meanwhile; with it, the store
+    decides whether the job trains at all (`reconcile.resume_decision`), and a run found is noted for the
+    sweep's summary.
     """
-    uri, experiment = cfg.tracking.uri, cfg.tracking.experiment
-    open_store(uri)
-    reconcile.end_dead_runs(uri, experiment)
-    done = reconcile.resume_decision(cfg, uri, experiment, config_hash)
+    if not cfg.resume:
+        return None
+    store_opened.result()
+    done = reconcile.resume_decision(cfg, cfg.tracking.uri, cfg.tracking.experiment, config_hash)
     if done is not None:
         note_skipped(done)
     return done

@@ -32,7 +32,7 @@ from repro.energy import EnergyMonitor, cooldown, create_monitor, measurement_lo
 from repro.energy.nvml import power_limit
 from repro.environments import resolve_device
 from repro.errors import UserError, exit_on_user_error
-from repro.models import check_input_size, create_model, measure_complexity
+from repro.models import create_model, measure_complexity
 from repro.outcome import end_run, failure_reason, is_disk_full, record_outcome
 from repro.precision import check_device_supports
 from repro.preflight import preflight, runs_elsewhere, validate_job
@@ -70,13 +70,17 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
     _refuse_planted_links(context.output_dir)
     cfg.training.threads = resolve_threads(cfg.training.threads)  # logged with the params
     use_threads(cfg.training.threads)
+    # A new store is created once, under a lock, however many jobs run; meanwhile the data and model build.
+    store_opened = tracking.open_store_early(cfg.tracking.uri, cfg.tracking.experiment)
     params = tracking.flatten_config(cfg)
     config_hash = reconcile.config_hash(params)
-    done = tracking.finished_before(cfg, config_hash)  # opens the store; with resume=true, the run to skip to
+    done = tracking.finished_before(cfg, config_hash, store_opened)  # with resume=true, the run to skip to
     if done is not None:
         return done.data.metrics.get("f1", float("nan"))
     device = resolve_device(cfg.gpu)
     check_device_supports(cfg.training.amp, device.torch_device)  # again here: a launcher's own node
+    monitor = create_monitor(cfg.energy, device.torch_device, context.output_dir / "energy")
+    monitor.prepare()  # the meters' hardware detection runs while the data and the model are built
     loop.seed_everything(cfg.seed)
     data = build_data(
         cfg.dataset,
@@ -86,10 +90,9 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         drop_last=cfg.training.drop_last,
     )
     model = create_model(cfg.model, num_classes=1 if data.binary else data.num_classes)
-    check_input_size(model, cfg.dataset.image_size, cfg.model.name)
-    complexity = measure_complexity(model, cfg.dataset.image_size)
-    monitor = create_monitor(cfg.energy, device.torch_device, context.output_dir / "energy")
+    complexity = measure_complexity(model, cfg.dataset.image_size, cfg.model.name)  # and checks the size
 
+    store_opened.result()
     architecture = context.choices.get("model") or cfg.model.name
     suffix = factors.run_name_suffix(context.settings)  # e.g. -bs64-bf16: a sweep names its jobs apart
     run_name = cfg.run_name or f"{architecture}-{cfg.gpu.name}{suffix}-s{cfg.seed}"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
+import subprocess
+import sys
 import time
 import types
 from pathlib import Path
@@ -119,3 +122,36 @@ def test_an_emissions_file_that_fails_at_stop_keeps_the_measurement(tmp_path: Pa
     assert total.energy_j["cpu"] > 0 and total.energy_j["ram"] > 0
     assert total.duration_s > 0.4
     shutil.rmtree(csv_path)
+
+
+_PROVENANCE_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+from repro.energy.meters.codecarbon import CodeCarbonMeter
+if sys.argv[1] == "prepared":
+    CodeCarbonMeter.prepare(torch.device("cpu"))
+meter = CodeCarbonMeter(Path(sys.argv[2]), write_csv=False)
+meter.start()
+try:
+    print(json.dumps({**meter.provenance(), **meter.methods(), "internals": repr(meter.internals)}))
+finally:
+    meter.stop()
+"""
+
+
+@pytest.mark.slow
+def test_hardware_detection_ahead_of_start_changes_nothing_the_meter_reports(tmp_path: Path) -> None:
+    """Each in a fresh process, as CodeCarbon keeps what it detected for the process."""
+    reports = {}
+    for way in ("plain", "prepared"):
+        done = subprocess.run(
+            [sys.executable, "-c", _PROVENANCE_SCRIPT, way, str(tmp_path / way)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        )
+        reports[way] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert reports["prepared"] == reports["plain"]
+    assert reports["plain"]["cpu"] in ("rapl", "tdp-load-estimate")

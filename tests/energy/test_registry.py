@@ -6,7 +6,9 @@ its own config key travels from the YAML through Hydra's ConfigStore to the mete
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +76,40 @@ class AbsentMeter(ToyMeter):
     @classmethod
     def unavailable(cls, device: torch.device | None) -> str | None:
         return "no absent-meter hardware here"
+
+
+@register_meter("slow-setup", methods=[Method("toy-estimate", rank=45, estimate=True)])
+class SlowSetupMeter(ToyMeter):
+    """A meter whose set-up ahead of start (hardware detection, say) finishes when the test lets it."""
+
+    release = threading.Event()
+    events: list[str] = []
+    hardware_answers = True
+
+    @classmethod
+    def from_config(cls, cfg: EnergyConfig, context: MeterContext) -> SlowSetupMeter:
+        return cls(1.0)
+
+    @classmethod
+    def prepare(cls, device: torch.device) -> None:
+        cls.release.wait()
+        cls.events.append("prepared")
+        if not cls.hardware_answers:
+            raise RuntimeError("no answer from the hardware")
+
+    def _start(self) -> None:
+        self.events.append("started")
+        if not self.hardware_answers:
+            raise UserError("energy meter 'slow-setup' failed to start (no answer from the hardware)")
+
+
+@pytest.fixture
+def slow_setup() -> Iterator[type[SlowSetupMeter]]:
+    SlowSetupMeter.release.clear()
+    SlowSetupMeter.events.clear()
+    SlowSetupMeter.hardware_answers = True
+    yield SlowSetupMeter
+    SlowSetupMeter.release.set()  # a failed test leaves no thread waiting
 
 
 @pytest.fixture
@@ -159,3 +195,32 @@ def test_the_best_ranked_method_wins_whatever_the_order_of_meters(tmp_path: Path
 def test_a_method_declared_twice_with_another_meaning_is_refused() -> None:
     with pytest.raises(ValueError, match="'rapl' is declared twice"):
         register_meter("liar", methods=[Method("rapl", rank=10, estimate=True)])(ToyMeter)
+
+
+def test_the_meters_start_only_once_their_set_up_ahead_of_time_is_done(
+    slow_setup: type[SlowSetupMeter], tmp_path: Path
+) -> None:
+    monitor = create_monitor(EnergyConfig(meters=["slow-setup"]), torch.device("cpu"), tmp_path)
+    monitor.prepare()  # as a job does before building its data: returns at once, the set-up goes on
+    assert slow_setup.events == []
+    slow_setup.release.set()
+    monitor.start()
+    assert slow_setup.events == ["prepared", "started"]
+    assert monitor.stop().energy_j["cpu"] >= 0
+
+
+def test_a_set_up_ahead_of_time_that_fails_stops_the_job_at_start_as_it_did_without_it(
+    slow_setup: type[SlowSetupMeter], tmp_path: Path
+) -> None:
+    slow_setup.hardware_answers = False
+    slow_setup.release.set()
+    errors = []
+    for prepared in (False, True):
+        monitor = create_monitor(EnergyConfig(meters=["slow-setup"]), torch.device("cpu"), tmp_path)
+        if prepared:
+            monitor.prepare()
+        with pytest.raises(UserError) as error:
+            monitor.start()
+        errors.append(str(error.value))
+    assert errors[0] == errors[1] == "energy meter 'slow-setup' failed to start (no answer from the hardware)"
+    assert slow_setup.events == ["started", "prepared", "started"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -113,13 +114,39 @@ class EnergyMonitor:
         self._total: Measurement | None = None
         self._start_s: float | None = None
         self._skipped: list[str] = []
+        self._preparing: threading.Thread | None = None
 
     @property
     def measuring(self) -> bool:
         """Whether any meter is configured (`energy=none` measures nothing and needs no lock)."""
         return bool(self.meter_names)
 
+    def prepare(self) -> None:
+        """Begin every meter's slow one-off set-up (`Meter.prepare`, hardware detection) in a thread.
+
+        Call it before the job builds its data and model, which then overlap it; the meters start (and
+        the idle baseline begins) only once it is done. A second call does nothing.
+        """
+        if self._preparing is not None or not self.meter_names:
+            return
+        classes = [get_spec(name).cls for name in self.meter_names]
+        self._preparing = threading.Thread(
+            target=self._prepare, args=(classes,), name="repro-meters-prepare", daemon=True
+        )
+        self._preparing.start()
+
+    def _prepare(self, classes: list[type[Meter]]) -> None:
+        for cls in classes:
+            if cls.unavailable(self.device) is not None:
+                continue  # `start` refuses it, or skips it if optional
+            try:
+                cls.prepare(self.device)
+            except Exception as error:  # `start` meets it again and reports it as it always has
+                log.debug("energy meter %r: set-up ahead of start failed (%s)", cls.name, error)
+
     def _build(self, baseline: bool) -> list[Meter]:
+        if self._preparing is not None:
+            self._preparing.join()  # no meter starts before its set-up ahead of time is done
         context = MeterContext(self.device, self.output_dir, baseline)
         meters: list[Meter] = []
         for name in self.meter_names:

@@ -72,6 +72,20 @@ class Meter(ABC):
         """
         return None
 
+    @classmethod
+    def prepare(cls, device: torch.device) -> None:
+        """Do ahead of time the slow one-off set-up that `start` would wait for (hardware detection).
+
+        The monitor runs it in a thread of its own while the job builds its data and model, and waits for
+        it before any meter starts. It starts nothing and changes nothing a meter reports: what it does
+        is what `start` would do anyway, cached for the process. If it fails, `start` meets the failure
+        again and reports it as it would have without `prepare`.
+
+        Args:
+            device: The job's device.
+        """
+        return None
+
     @property
     def started(self) -> bool:
         return self._started

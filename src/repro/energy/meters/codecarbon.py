@@ -27,13 +27,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from repro.config import EnergyConfig
 from repro.energy.measurement import NVML_COUNTER, NVML_SAMPLED, RAPL, Measurement, Method
 from repro.energy.nvml import nvml_index
 from repro.energy.registry import MarkingMeter, MeterContext, register_meter
 from repro.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ _CODECARBON_CPU_METHODS = {
 
 #: How often a reading is taken between windows (CodeCarbon's default `measure_power_secs`).
 _MEASURE_POWER_S = 15.0
+
+#: Where CodeCarbon reads the CPU's RAPL energy counters on Linux; without them it estimates from a TDP.
+_RAPL_DIR = Path("/sys/class/powercap/intel-rapl/subsystem")
 
 #: EmissionsData fields in kWh (or litres) that add up over tasks.
 _ADDITIVE = ("emissions", "cpu_energy", "gpu_energy", "ram_energy", "energy_consumed", "water_consumed")
@@ -235,6 +241,26 @@ class CodeCarbonMeter(MarkingMeter):
         )
         meter.intensity_source = f"codecarbon:{cfg.country_iso_code or 'world-average'}"
         return meter
+
+    @classmethod
+    def prepare(cls, device: torch.device) -> None:
+        """Import CodeCarbon and, where it will estimate the CPU from a TDP, look the TDP up before `start`.
+
+        The lookup (the CPU's model from a `cpuinfo` subprocess, then its row in CodeCarbon's CPU table)
+        takes seconds of waiting. CodeCarbon keeps its outcome for the process (`get_cached_tdp`) and
+        every tracker's hardware set-up reads it from there, as `_tdp_source` does; so calling it
+        earlier changes nothing the tracker detects or reports. With RAPL counters neither needs it.
+        """
+        from codecarbon.core import cpu as cpu_module
+        from codecarbon.core.hardware_cache import get_cached_tdp
+
+        if _RAPL_DIR.exists():
+            return
+        with _codecarbon_errors() as swallowed:  # its warnings stay off the console, as during `start`
+            get_cached_tdp(cpu_module)
+            _tdp_source(False)
+        if swallowed:
+            raise swallowed[0]
 
     @property
     def csv_path(self) -> Path:
