@@ -309,7 +309,8 @@ def _run_phases(model, data, cfg: Config, device: torch.device, seconds: float, 
         )  # fmt: skip
         probe_data = dataclasses.replace(data, train_loader=batches)
         loop._train_one_epoch(
-            model, probe_data, optimizer, device, None, f"probe ({phase})", lambda: False, training.freeze_bn
+            model, probe_data, optimizer, device, None, f"probe ({phase})", lambda: False, training.freeze_bn,
+            amp=training.amp,  # the job's precision, with a gradient scaler of its own for fp16
         )
         phases[phase] = measured
 
@@ -321,7 +322,7 @@ def _run_phases(model, data, cfg: Config, device: torch.device, seconds: float, 
     window = monitor.window("validation")
     steps = len(data.val_loader)
     batches = _TimedBatches(data.val_loader, steps, seconds, device, window, measured, once=True)
-    loop.evaluate(model, dataclasses.replace(data, val_loader=batches), device)
+    loop.evaluate(model, dataclasses.replace(data, val_loader=batches), device, amp=training.amp)
     phases["validation"] = measured
     return phases
 
