@@ -380,7 +380,7 @@ def validate_job(
         from repro.energy.nvml import check_power_limit
         from repro.environments import resolve_device
 
-        check_power_limit(resolve_device(cfg.gpu).torch_device, cfg.gpu.power_limit_w)
+        check_power_limit(resolve_device(cfg.gpu).torch_device, limit_w)
     if check_hardware and once(f"meters:{list(cfg.energy.meters)}"):
         from repro.energy import check_meters_available
 
