@@ -130,7 +130,7 @@ def probe_table(
         notes=(
             f"Probe: python -m repro.estimate probe-table estimate.probe_seconds={seconds:g} "
             f"({' '.join(overrides)}, one probe per architecture); full runs: the FINISHED runs of "
-            f"experiment {experiment!r} in {tracking_uri}, their means.",
+            f"experiment {experiment!r} in {_shown(tracking_uri)}, their means.",
             f"Energy: everything the jobs' meters measure ({provenance}). Run energy: the probe's J/image "
             "per phase x images per epoch x the epochs, which early stopping cannot shorten here; the full "
             "runs' energy_total_j (neither counts the warm-up, baselines or cooldowns).",
@@ -156,3 +156,10 @@ def write_probe_table(
             f"(median {float(np.median(ratios)):.3f}) over {len(ratios)} architectures"
         )
     return table.write(out_dir)
+
+
+def _shown(tracking_uri: str) -> str:
+    """The URI as a note prints it: a store inside the checkout by its path from the checkout's root."""
+    from repro.paths import repo_root
+
+    return tracking_uri.replace(f"sqlite:///{repo_root()}/", "sqlite:///")
