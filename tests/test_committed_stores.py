@@ -108,3 +108,35 @@ def test_make_estimation_tables_reads_the_committed_store_and_recomputes_its_ste
     _, differ, missing = filecmp.cmpfiles(committed, tmp_path, names, shallow=False)
     assert not differ and not missing, f"recomputed (d) differs from paper/estimation: {differ + missing}"
     assert "no runs" not in (tmp_path / "d_step.md").read_text()  # it read the store's projection errors
+
+
+SETTINGS = Path("paper/settings/cpu")
+
+
+def test_the_settings_store_is_tracked() -> None:
+    store = SETTINGS / "mlflow.db"
+    assert _tracked(str(store)) == [str(store)], f"{store} is not tracked: its tables could not be recomputed"
+
+
+@pytest.mark.slow
+def test_the_settings_readme_commands_recompute_its_tables(clone: Path, tmp_path: Path) -> None:
+    """Each `repro.paper` command of paper/settings/cpu/README.md rewrites one folder of its `tables/`."""
+    readme = (clone / SETTINGS / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+    commands = [
+        line
+        for block in blocks
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.startswith("python ") and f"sqlite:///{SETTINGS}/mlflow.db" in line
+    ]
+    committed = clone / SETTINGS / "tables"
+    studies = sorted(path.name for path in committed.iterdir())
+    assert len(commands) == len(studies) == 3, (commands, studies)
+    for command in commands:
+        _run(_python(command.replace("/tmp/", f"{tmp_path}/")), cwd=clone)
+    for study in studies:
+        names = sorted(path.name for path in (committed / study).iterdir())
+        written = tmp_path / "settings" / study
+        assert names and sorted(path.name for path in written.iterdir()) == names, study
+        _, differ, missing = filecmp.cmpfiles(committed / study, written, names, shallow=False)
+        assert not differ and not missing, f"{study}: recomputed tables differ: {differ + missing}"
