@@ -117,6 +117,25 @@ def published_runs(
     return add_log_features(pd.concat([frame, specs], axis=1))
 
 
+def experiment_runs(tracking_uri: str, experiment: str, filter_string: str = "") -> pd.DataFrame | None:
+    """The runs of `experiment` as `mlflow.search_runs` frames them, or None when the store lacks it.
+
+    The store is checked first, so a damaged one is one error line rather than MLflow's traceback.
+    """
+    import mlflow
+
+    from repro.stats.runs import check_readable
+
+    check_readable(tracking_uri)
+    found = mlflow.MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.search_runs(
+        experiment_ids=[found.experiment_id], filter_string=filter_string, output_format="pandas"
+    )
+
+
 def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     """Your own finished GPU runs from MLflow, in the same columns as `published_runs`.
 
@@ -125,17 +144,9 @@ def mlflow_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     validation passes as the study counted them; `train_images_seen` splits them per epoch. A run recorded
     before repro counted validation images has no `train_images_seen` and does not count.
     """
-    import mlflow
-
-    from repro.stats.runs import check_readable
-
-    check_readable(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    raw = experiment_runs(tracking_uri, experiment)
+    if raw is None:
         raise UserError(f"estimate.experiment={experiment!r} is not in {tracking_uri}")
-    mlflow.set_tracking_uri(tracking_uri)
-    raw = mlflow.search_runs(experiment_ids=[found.experiment_id], output_format="pandas")
     needed = [
         "metrics.gpu_power_avg_w", "metrics.duration_s", "metrics.trained_epochs", "metrics.images_seen",
         "metrics.train_images_seen", "metrics.gflops", "metrics.params_m", "tags.repro.model",

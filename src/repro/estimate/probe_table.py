@@ -27,20 +27,11 @@ DEFAULT_OVERRIDES = ("experiment=replication_cpu",)
 
 def full_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     """Per architecture: the FINISHED runs' count and mean J/image, run energy and ms/image."""
-    import mlflow
+    from repro.estimate.features import experiment_runs
 
-    from repro.stats.runs import check_readable
-
-    check_readable(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    raw = experiment_runs(tracking_uri, experiment, filter_string="attributes.status = 'FINISHED'")
+    if raw is None:
         raise UserError(f"estimate.experiment={experiment!r} is not in {tracking_uri}")
-    mlflow.set_tracking_uri(tracking_uri)
-    raw = mlflow.search_runs(
-        experiment_ids=[found.experiment_id], filter_string="attributes.status = 'FINISHED'",
-        output_format="pandas",
-    )  # fmt: skip
     needed = [
         f"metrics.{names.ENERGY_J_PER_IMAGE}",
         f"metrics.{names.ENERGY_TOTAL_J}",

@@ -409,17 +409,11 @@ def step_runs_from_mlflow(
     """Runs with STEP's final projection errors from an MLflow experiment, and a note on the source."""
     if not tracking_uri or not experiment:
         return None, "no MLflow store given (estimate.tracking_uri and estimate.experiment)"
-    import mlflow
+    from repro.estimate.features import experiment_runs
 
-    from repro.stats.runs import check_readable
-
-    check_readable(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
+    raw = experiment_runs(tracking_uri, experiment)
+    if raw is None:
         return None, f"experiment {experiment!r} is not in {tracking_uri}"
-    mlflow.set_tracking_uri(tracking_uri)
-    raw = mlflow.search_runs(experiment_ids=[found.experiment_id], output_format="pandas")
     column = f"metrics.{names.ENERGY_PROJECTION_CARBONTRACKER_ERROR_PCT}"
     if raw.empty or column not in raw or raw[column].notna().sum() == 0:
         return None, f"experiment {experiment!r} in {tracking_uri} has no run with projection errors"
