@@ -55,6 +55,17 @@ def _python(command: str) -> list[str]:
     return [sys.executable, *words[1:]]
 
 
+def _documented_commands(readme: Path, store: Path) -> list[str]:
+    """The `python ...` lines of a README's bash blocks (continuations joined) that read `store`."""
+    blocks = re.findall(r"```bash\n(.*?)```", readme.read_text(), flags=re.DOTALL)
+    return [
+        line
+        for block in blocks
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.startswith("python ") and f"sqlite:///{store}" in line
+    ]
+
+
 def test_the_replication_store_is_tracked() -> None:
     assert _tracked(str(STORE)) == [str(STORE)], (
         f"{STORE} is not tracked by git: a clone could not recompute the replication's numbers"
@@ -63,14 +74,7 @@ def test_the_replication_store_is_tracked() -> None:
 
 @pytest.mark.slow
 def test_the_replication_readme_commands_recompute_its_tables(clone: Path, tmp_path: Path) -> None:
-    readme = (clone / REPLICATION / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
-    commands = [
-        line
-        for block in blocks
-        for line in block.replace("\\\n", " ").splitlines()
-        if f"sqlite:///{STORE}" in line
-    ]
+    commands = _documented_commands(clone / REPLICATION / "README.md", STORE)
     assert len(commands) == 2, commands  # repro.paper, then repro.stats.replication
     for command in commands:
         _run(_python(command.replace("/tmp/", f"{tmp_path}/")), cwd=clone)
@@ -121,14 +125,7 @@ def test_the_settings_store_is_tracked() -> None:
 @pytest.mark.slow
 def test_the_settings_readme_commands_recompute_its_tables(clone: Path, tmp_path: Path) -> None:
     """Each `repro.paper` command of paper/settings/cpu/README.md rewrites one folder of its `tables/`."""
-    readme = (clone / SETTINGS / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
-    commands = [
-        line
-        for block in blocks
-        for line in block.replace("\\\n", " ").splitlines()
-        if line.startswith("python ") and f"sqlite:///{SETTINGS}/mlflow.db" in line
-    ]
+    commands = _documented_commands(clone / SETTINGS / "README.md", SETTINGS / "mlflow.db")
     committed = clone / SETTINGS / "tables"
     studies = sorted(path.name for path in committed.iterdir())
     assert len(commands) == len(studies) == 3, (commands, studies)
