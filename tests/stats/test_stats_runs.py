@@ -13,8 +13,16 @@ from mlflow.entities import Metric, Param
 from repro import names
 from repro.errors import UserError
 from repro.stats.analyses import StudyResults, analyse
-from repro.stats.runs import RUN_COLUMNS, RunsTable, apply_outlier_policy, load_mlflow, load_published
-from repro.stats.tables import PER_IMAGE_NOTE, medians_table
+from repro.stats.runs import (
+    MEASURED_METHODS,
+    RUN_COLUMNS,
+    RunsTable,
+    apply_outlier_policy,
+    energy_label,
+    load_mlflow,
+    load_published,
+)
+from repro.stats.tables import PER_IMAGE_NOTE, design_tables, medians_table
 
 _DATA_DIR = Path(__file__).resolve().parents[2] / "paper" / "data"
 DATA = _DATA_DIR / "dl-training-energy-consumption-dataset.parquet"
@@ -220,3 +228,51 @@ def test_mlflow_errors(store: tuple[str, str], tmp_path: Path) -> None:
         load_mlflow(uri, "paper-test", parent_run_id="0" * 32)
     with pytest.raises(UserError, match="belongs to another experiment than 'devices'"):
         load_mlflow(uri, "devices", parent_run_id=parent)
+
+
+def _t1b_note(runs: pd.DataFrame, energy_basis: str, provenance: pd.DataFrame | None) -> str:
+    table = RunsTable(runs, _NO_EXCLUSIONS, energy_basis, "a test", provenance=provenance)
+    (note,) = next(t for t in design_tables(table) if t.name == "t1b_environments").notes
+    return note
+
+
+_NO_EXCLUSIONS = pd.DataFrame(columns=["environment", "architecture", "run", "reason"])
+
+
+def test_t1b_says_estimated_when_any_run_estimated_its_energy(published: RunsTable) -> None:
+    runs = published.runs.head(3).assign(run=["a", "b", "c"])
+    read = {"energy.method.cpu": "rapl", "energy.method.gpu": "nvml-counter", "energy.method.ram": "rapl"}
+    cpu_only = {"energy.method.cpu": "tdp-load-estimate", "energy.method.gpu": "not-measured"}
+    # the published data: the authors' nvidia-smi readings
+    assert _t1b_note(published.runs, "GPU only", None) == "Energy measured: GPU only."
+    measured = pd.DataFrame([{"run": run, **read} for run in "abc"])
+    assert _t1b_note(runs, "whole machine", measured) == (
+        "Energy measured: whole machine (cpu: rapl, gpu: nvml-counter, ram: rapl)."
+    )
+    one_estimated = pd.DataFrame([{"run": "a", **read}, {"run": "b", **read}, {"run": "c", **cpu_only}])
+    note = _t1b_note(runs, "whole machine", one_estimated)
+    assert note.startswith("Energy estimated, not measured: whole machine; 1 of 3 runs")
+    assert "cpu: tdp-load-estimate" in note and "measured:" not in note.replace("not measured:", "")
+    # GPU only counts the GPU, which every run read from NVML, whatever the CPU's estimate
+    gpu_read = one_estimated.assign(**{"energy.method.gpu": "nvml-sampled"})
+    gpu_read.loc[0, "energy.method.gpu"] = "nvml-counter"
+    assert _t1b_note(runs, "GPU only", gpu_read) == (
+        "Energy measured: GPU only (gpu: nvml-counter/nvml-sampled)."
+    )
+    untagged = pd.DataFrame({"run": list("abc")})  # runs recorded before the provenance tags
+    assert "not known to be measured" in _t1b_note(runs, "whole machine", untagged)
+
+
+def test_the_committed_cpu_stores_say_their_energy_is_estimated() -> None:
+    for store, experiment in (("settings", "settings_cpu"), ("replication", "replication_cpu")):
+        table = load_mlflow(f"sqlite:///{_DATA_DIR.parent / store / 'cpu' / 'mlflow.db'}", experiment)
+        assert energy_label(table).startswith(
+            f"Energy estimated, not measured: whole machine; {len(table.runs)} of {len(table.runs)} runs"
+        )
+
+
+def test_measured_methods_are_the_energy_packages_hardware_readings() -> None:
+    from repro.energy import ranked_methods  # registers every meter's methods
+    from repro.energy.measurement import is_estimate
+
+    assert {method for method in ranked_methods() if not is_estimate(method)} == MEASURED_METHODS

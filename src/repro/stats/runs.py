@@ -83,6 +83,12 @@ OUTLIER_POLICIES = ("none", "iqr3")
 OUTLIER_METRICS: tuple[str, ...] = (names.ENERGY_J_PER_IMAGE, names.GPU_USAGE_PCT)
 #: Tags that say how a run's energy was obtained; the report counts them (`RunsTable.provenance`).
 PROVENANCE_TAG_PREFIX = names.energy_method_tag("")
+#: The `energy.method.*` values that read the hardware: `repro.energy.measurement`'s RAPL and NVML methods
+#: (that package imports torch, which the analysis may not). Any other method models the power: an estimate.
+MEASURED_METHODS: frozenset[str] = frozenset({"rapl", "nvml-counter", "nvml-sampled"})
+_NOT_MEASURED = "not-measured"  # a component no meter measured
+#: What `RunsTable.energy_basis` says the energy counts.
+GPU_ONLY, WHOLE_MACHINE = "GPU only", "whole machine"
 #: What `load_mlflow` reads of a run, and nothing else: what the tables, the study's factors and the
 #: report's measurement section use.
 MLFLOW_KEYS = Keys(
@@ -125,7 +131,8 @@ class RunsTable:
     Attributes:
         runs: one row per run, columns `RUN_COLUMNS`.
         excluded: one row per run left out, columns `EXCLUDED_COLUMNS`.
-        energy_basis: "GPU only" or "whole machine", for the tables' notes.
+        energy_basis: `GPU_ONLY` or `WHOLE_MACHINE`: what the energy counts (`energy_label` says how it
+            was obtained).
         source: a short description of where the runs came from.
         parent_runs: how many sweep parent runs were skipped (they are not training runs, so they are
             not in `excluded`).
@@ -223,7 +230,7 @@ def load_published(data_path: Path, exclusions_path: Path) -> RunsTable:
         len(excluded),
         len(kept),
     )
-    return RunsTable(kept[list(RUN_COLUMNS)], excluded, "GPU only", f"published data ({data_path.name})")
+    return RunsTable(kept[list(RUN_COLUMNS)], excluded, GPU_ONLY, f"published data ({data_path.name})")
 
 
 def load_mlflow(tracking_uri: str, experiment: str, parent_run_id: str | None = None) -> RunsTable:
@@ -443,11 +450,51 @@ def _tidy_mlflow(
     return RunsTable(
         runs[list(RUN_COLUMNS)],
         excluded,
-        "GPU only" if use_gpu_energy else "whole machine",
+        GPU_ONLY if use_gpu_energy else WHOLE_MACHINE,
         f"MLflow {tracking_uri}, experiment {experiment!r}",
         parent_runs,
         provenance,
     )
+
+
+def energy_label(table: RunsTable) -> str:
+    """How the table's energy was obtained, as one sentence for the tables' notes.
+
+    The published data is the authors' measurement (nvidia-smi). An MLflow run's energy is measured when
+    every component it counts (the GPU alone under `GPU_ONLY`, else every component a meter took) was read
+    from the hardware (`MEASURED_METHODS`, by its `energy.method.*` tags). One estimated run makes the
+    sentence say "estimated", and a run without those tags is not called measured.
+    """
+    if table.provenance is None:
+        return f"Energy measured: {table.energy_basis}."
+    tags = table.provenance.set_index("run").reindex(table.runs["run"])
+    components = ("gpu",) if table.energy_basis == GPU_ONLY else names.COMPONENTS
+    taken_any = modelled = pd.Series(False, index=tags.index)
+    readings: list[str] = []
+    estimates: list[str] = []
+    for component in components:
+        column = names.energy_method_tag(component)
+        if column not in tags:
+            continue
+        method = tags[column].fillna(_NOT_MEASURED).astype(str)
+        taken = method != _NOT_MEASURED
+        estimate = taken & ~method.isin(MEASURED_METHODS)
+        taken_any, modelled = taken_any | taken, modelled | estimate
+        for found, chosen in ((readings, taken & ~estimate), (estimates, estimate)):
+            if chosen.any():
+                found.append(f"{component}: {'/'.join(sorted(set(method[chosen])))}")
+    runs, basis = len(tags), table.energy_basis
+    if modelled.any():
+        return (
+            f"Energy estimated, not measured: {basis}; {int(modelled.sum())} of {runs} runs model a "
+            f"component's power instead of reading it ({', '.join(estimates)})."
+        )
+    if not taken_any.all():
+        return (
+            f"Energy: {basis}; {int((~taken_any).sum())} of {runs} runs do not record how it was obtained "
+            f"(no {PROVENANCE_TAG_PREFIX}* tag), so it is not known to be measured."
+        )
+    return f"Energy measured: {basis} ({', '.join(readings)})."
 
 
 def _published_levels(raw: pd.DataFrame, factor: Factor) -> pd.Series:

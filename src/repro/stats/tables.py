@@ -175,7 +175,7 @@ def design_tables(table: RunsTable, results: StudyResults | None = None) -> list
     With `results` of a study over other factors, T1c-d: each such factor's levels and their runs.
     """
     runs = table.runs
-    from repro.stats.runs import architecture_order, environment_order
+    from repro.stats.runs import architecture_order, energy_label, environment_order
 
     archs = runs.groupby("architecture").agg(
         gflops=("gflops", "median"),
@@ -216,7 +216,7 @@ def design_tables(table: RunsTable, results: StudyResults | None = None) -> list
                 Column("architectures", "Architectures", "Architectures", _integer),
                 Column("runs", "Runs", "Runs", _integer),
             ),
-            (f"Energy measured: {table.energy_basis}.",),
+            (energy_label(table),),
         ),
         *(
             _levels_table(runs, chosen, letter)
