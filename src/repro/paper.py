@@ -31,7 +31,7 @@ def _output_dirs(cfg: DictConfig) -> tuple[Path, Path]:
 def run(cfg: DictConfig) -> list[Path]:
     """Read the runs, analyse them and write every table (and figure); returns the files written."""
     from repro.stats.runs import check_readable
-    from repro.stats.study import analyse_study, check_request, read_runs
+    from repro.stats.study import analyse_study, check_request, read_runs, read_summary
     from repro.stats.tables import study_tables
 
     started = time.perf_counter()
@@ -42,14 +42,9 @@ def run(cfg: DictConfig) -> list[Path]:
         check_output_folder(figures_dir, "figures_dir")
     if cfg.source == "mlflow":
         check_readable(cfg.mlflow.tracking_uri)  # a damaged store is one error line, before any progress line
-    log.info("[1/4] reading runs (source=%s)", cfg.source)
-    table = read_runs(cfg)
-    log.info(
-        "[2/4] analysing %d runs (%d left out, %d sweep parent run(s) skipped)",
-        len(table.runs),
-        len(table.excluded),
-        table.parent_runs,
-    )
+    table = read_runs(cfg)  # checked against study.factors: a refusal is one line, before any progress line
+    log.info("[1/4] read %s", read_summary(table))
+    log.info("[2/4] analysing %d runs", len(table.runs))
     results = analyse_study(table, cfg)
     log.info("[3/4] writing tables to %s", tables_dir)
     written = [path for t in study_tables(table, results) for path in t.write(tables_dir)]

@@ -404,11 +404,12 @@ def render(cfg: DictConfig) -> str:
     """Read the runs, analyse them, and return the report's HTML."""
     import jinja2
 
-    from repro.stats.study import analyse_study, read_runs
+    from repro.stats.study import analyse_study, read_runs, read_summary
     from repro.stats.tables import study_tables
 
-    table = read_runs(cfg)
-    log.info("[2/3] analysing %d runs (%d left out)", len(table.runs), len(table.excluded))
+    table = read_runs(cfg)  # checked against study.factors: a refusal is one line, before any progress line
+    log.info("[1/3] read %s", read_summary(table))
+    log.info("[2/3] analysing %d runs", len(table.runs))
     results = analyse_study(table, cfg)
     tables = {t.name: _html_table(t) for t in study_tables(table, results)}
     log.info("[3/3] drawing the figures and writing the page")
@@ -443,7 +444,6 @@ def run(cfg: DictConfig) -> Path:
     check_request(cfg)
     path = output_path(cfg)
     _check_writable(path)
-    log.info("[1/3] reading runs (source=%s)", cfg.source)
     html = render(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8", newline="\n")

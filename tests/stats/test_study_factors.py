@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.stores import first_sweep_store, settings_store
+from tests.support import run_cli
 
 from repro.stats.analyses import analyse
 from repro.stats.runs import RunsTable, load_mlflow
@@ -80,6 +81,27 @@ def test_a_level_with_one_run_is_refused_before_any_table(
         "or leave that level out)"
     ]
     assert not (tmp_path / "tables").exists()
+
+
+@pytest.mark.parametrize(
+    ("module", "output"),
+    [("repro.paper", "tables_dir={folder}/tables figures=false"), ("repro.report", "output={folder}/r.html")],
+)
+def test_a_factor_no_run_records_is_one_line_before_any_progress_line(
+    tmp_path: Path, cli_env: dict[str, str], module: str, output: str
+):
+    """CPU runs never set a power limit: the real command line says so once, and prints nothing else."""
+    uri = settings_store(tmp_path, batch_sizes=(16, 64), seeds=2, models=("mobilenet_v2",))
+    result = run_cli(
+        "source=mlflow", f"mlflow.tracking_uri={uri}", "mlflow.experiment=settings",
+        "study.factors=[power_limit_w,batch_size]", *output.format(folder=tmp_path / "out").split(),
+        env=cli_env, module=module,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        "error: study.factors=['power_limit_w', 'batch_size']: no run has a level of every factor (4 of 4 "
+        "run(s) lack power_limit_w); analyse factors that your runs record, or train runs that record them"
+    ], result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_one_level_and_runs_that_lack_the_factor_are_each_one_line(tmp_path: Path):

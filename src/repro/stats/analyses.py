@@ -385,11 +385,10 @@ def analyse(
     """
     if runs.empty:
         raise UserError("no runs left to analyse; check the source and the outlier policy")
+    check_levels_present(runs, factors)
     first = FACTORS[factors[0]]
     second = FACTORS[factors[1]] if len(factors) > 1 else ALL_RUNS
     runs, notes = with_levels(runs, (first, second))
-    if runs.empty:
-        raise UserError(f"no run has every factor of study.factors={list(factors)}; {'; '.join(notes)}")
     environments, architectures = level_order(runs, second), level_order(runs, first)
     env = resolve_choice(
         environment if second.name == "environment" else None,
@@ -453,6 +452,22 @@ def analyse(
             columns=(first.column, second.column),
         ),
         factors=(first, second),
+    )
+
+
+def check_levels_present(runs: pd.DataFrame, factors: tuple[str, ...]) -> None:
+    """Fail in one line when no run has a level of every factor in `factors`: nothing would be left.
+
+    Runs that lack only some factor are left out later, with a note (`with_levels`).
+    """
+    lacking = {name: int(runs[FACTORS[name].column].isna().sum()) for name in factors}
+    has_every = runs[[FACTORS[name].column for name in factors]].notna().all(axis=1)
+    if runs.empty or has_every.any():
+        return
+    counts = ", ".join(f"{n} of {len(runs)} run(s) lack {name}" for name, n in lacking.items() if n)
+    raise UserError(
+        f"study.factors={list(factors)}: no run has a level of every factor ({counts}); analyse factors "
+        "that your runs record, or train runs that record them"
     )
 
 

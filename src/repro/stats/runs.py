@@ -224,7 +224,7 @@ def load_published(data_path: Path, exclusions_path: Path) -> RunsTable:
     dropped = merged["_merge"] == "both"
     excluded = merged.loc[dropped, list(EXCLUDED_COLUMNS)].reset_index(drop=True)
     kept = runs.loc[~dropped.to_numpy()].reset_index(drop=True)
-    log.info(
+    log.debug(  # the entry points report what was read once the request is checked (repro.stats.study)
         "published data: %d runs, %d excluded as the authors listed, %d left",
         len(runs),
         len(excluded),
@@ -439,7 +439,7 @@ def _tidy_mlflow(
         if runs.empty:
             raise UserError(f"{where} has no run with a finite energy per image (did any run see images?)")
     excluded = pd.concat(excluded_parts, ignore_index=True) if excluded_parts else _no_exclusions()
-    log.info(
+    log.debug(  # the entry points report what was read once the request is checked (repro.stats.study)
         "%s: %d training runs read (energy: %s), %d sweep parent run(s) skipped, %d left out",
         where,
         len(runs),
@@ -568,7 +568,7 @@ def apply_outlier_policy(table: RunsTable, policy: str) -> RunsTable:
                 reasons[index] = f"{reasons[index]}; {note}" if reasons[index] else note
     out = reasons != ""
     new = runs.loc[out, ["environment", "architecture", "run"]].assign(reason=reasons[out])
-    log.info("outlier policy iqr3: %d run(s) left out", int(out.sum()))
+    log.debug("outlier policy iqr3: %d run(s) left out", int(out.sum()))  # counted in what was read
     return RunsTable(
         runs.loc[~out].reset_index(drop=True),
         pd.concat([table.excluded, new], ignore_index=True) if len(new) else table.excluded,

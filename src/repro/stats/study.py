@@ -62,7 +62,11 @@ def check_factors(chosen: list[str]) -> None:
 
 
 def check_levels(runs: pd.DataFrame, chosen: list[str]) -> None:
-    """Every level of a chosen factor needs 2+ runs (the study's own design keeps its per-test skips)."""
+    """Some run must have every chosen factor, and every level of one needs 2+ runs (the study's own
+    design keeps its per-test skips): checked as soon as the runs are read, before any progress line."""
+    from repro.stats.analyses import check_levels_present
+
+    check_levels_present(runs, tuple(chosen))
     if tuple(chosen) == STUDY_FACTORS:
         return
     for name in chosen:
@@ -79,7 +83,8 @@ def check_levels(runs: pd.DataFrame, chosen: list[str]) -> None:
 
 
 def read_runs(cfg: DictConfig) -> Any:
-    """The runs of `cfg.source` with the outlier policy applied (`repro.stats.runs.RunsTable`)."""
+    """The runs of `cfg.source` with the outlier policy applied (`repro.stats.runs.RunsTable`), checked
+    against `study.factors`: silent, so that a request the runs cannot serve is one error line."""
     from repro.stats.runs import apply_outlier_policy, load_mlflow, load_published
 
     if cfg.source == "published":
@@ -89,6 +94,14 @@ def read_runs(cfg: DictConfig) -> Any:
     table = apply_outlier_policy(table, cfg.outlier_policy)
     check_levels(table.runs, list(cfg.study.factors))
     return table
+
+
+def read_summary(table: Any) -> str:
+    """What `read_runs` read, for the entry points' first progress line."""
+    return (
+        f"{len(table.runs)} runs from {table.source}: {len(table.excluded)} left out, {table.parent_runs} "
+        f"sweep parent run(s) skipped; energy: {table.energy_basis}"
+    )
 
 
 def analyse_study(table: Any, cfg: DictConfig) -> Any:
