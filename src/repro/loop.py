@@ -51,7 +51,6 @@ class LoopResult:
     history: list[EpochRecord] = field(default_factory=list)
     images_seen: int = 0  # training and validation passes, as the study's `total seen images`
     train_images_seen: int = 0  # training passes only
-    stopped_early: bool = False
 
     @property
     def trained_epochs(self) -> int:
@@ -245,7 +244,6 @@ def train(
             break
         plateau.step(record.val_accuracy)
         if stopper.should_stop(record.val_accuracy):
-            result.stopped_early = True
             break
 
     return result

@@ -84,7 +84,6 @@ class RunSpool:
         self.spool_path = spool_path
         self.last_error: str | None = None
         self.store_full = False  # whether a delivery failed because the store's disk is full
-        self.delivered = 0
         self._client = MlflowClient(uri)
         self._pending: list[dict[str, Any]] = []
         self._cond = threading.Condition()
@@ -177,7 +176,6 @@ class RunSpool:
                 continue
             with self._cond:
                 del self._pending[: len(batch)]
-                self.delivered += len(batch)
 
     def close(self, timeout_s: float) -> Path | None:
         """Deliver what is queued within `timeout_s`; write the rest to the spool file and return its path.

@@ -67,7 +67,6 @@ class Estimator:
     log_halfwidth: dict[str, float]  # target or "j_per_image" -> conformal q on the log scale
     architectures: frozenset[str]
     gpus: frozenset[str]
-    n_fit: int
     n_calibration: int
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -145,7 +144,6 @@ def fit(runs: pd.DataFrame, seed: int = 0, selection: str = "random") -> Estimat
         log_halfwidth=halfwidth,
         architectures=frozenset(runs["architecture"]),
         gpus=frozenset(runs["gpu"]),
-        n_fit=len(fitting),
         n_calibration=len(calibration),
     )
 

@@ -39,13 +39,6 @@ RUN_COLUMNS: tuple[str, ...] = (
     "power_limit_w",  # NVML's limit, else the `gpu` profile's nominal TDP (T1b's description)
     *(f.column for f in SETTING_FACTORS),  # every declared setting factor's level (None/NaN: lacks it)
 )
-#: The metrics the analyses test; NaNs in them are reported and dropped per analysis.
-METRICS: tuple[str, ...] = (
-    names.ENERGY_J_PER_IMAGE,
-    names.GPU_USAGE_PCT,
-    names.DURATION_MS_PER_IMAGE,
-    names.F1,
-)
 EXCLUDED_COLUMNS: tuple[str, ...] = ("environment", "architecture", "run", "reason")
 
 #: The study's environments, with our short labels (as the paper writes them).
