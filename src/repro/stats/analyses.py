@@ -460,11 +460,11 @@ def check_levels_present(runs: pd.DataFrame, factors: tuple[str, ...]) -> None:
 
     Runs that lack only some factor are left out later, with a note (`with_levels`).
     """
-    lacking = {name: int(runs[FACTORS[name].column].isna().sum()) for name in factors}
-    has_every = runs[[FACTORS[name].column for name in factors]].notna().all(axis=1)
-    if runs.empty or has_every.any():
+    levels = runs[[FACTORS[name].column for name in factors]]
+    if runs.empty or levels.notna().all(axis=1).any():
         return
-    counts = ", ".join(f"{n} of {len(runs)} run(s) lack {name}" for name, n in lacking.items() if n)
+    lacking = zip(factors, levels.isna().sum(), strict=True)
+    counts = ", ".join(f"{n} of {len(runs)} run(s) lack {name}" for name, n in lacking if n)
     raise UserError(
         f"study.factors={list(factors)}: no run has a level of every factor ({counts}); analyse factors "
         "that your runs record, or train runs that record them"
