@@ -11,8 +11,8 @@ time and power, and fits only what the specs cannot say on the study's published
     precision used). A training image costs 3 forward passes (forward, and the backward's two
     products), a validation image 1. The per-layer work is what the FLOP count misses and the GPU
     still runs: batch norm, activations, depthwise convolutions at a small share of the peak. It is
-    GPU work, not host work: the GTX 750 Ti spends 13 us per layer per image on both mobile networks,
-    14 times the RTX 3070's 0.9 us, as their peaks (1.39 and 20.3 TFLOPS) say;
+    GPU work, not host work: each layer adds 13 us per image on the GTX 750 Ti (NASNet Mobile against
+    MobileNet V2), 14 times the 0.9 us it adds on the RTX 3070, as their peaks (1.39 and 20.3 TFLOPS) say;
   - memory: activations x `bytes_per_activation` / the memory bandwidth;
   - host: `host_ms` per image (data loading, augmentation, the framework), the same on every GPU:
     nothing before training says how fast the machine around a GPU is;
