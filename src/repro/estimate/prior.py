@@ -30,11 +30,19 @@ an error beyond about 20% counts linearly, so that one configuration (the 750 Ti
 10.7 ms/image) does not set the parameters of every other.
 
 Intervals come from grouped residuals: the prior is refitted with one architecture left out, and
-with one GPU left out, and the held-out runs' absolute log errors are pooled; the interval's
-half-width on the log scale is their split-conformal 90% quantile (`conformal_quantile`). They are
-therefore as wide as the error on an architecture or a GPU the fit has not seen, not on a
-repetition of a seen configuration. The study's three GPUs sat in three different machines, so the
-GPU-out error includes the host and software; that is what a user on another machine gets.
+with one GPU left out. They are therefore as wide as the error on an architecture or a GPU the fit
+has not seen, not on a repetition of a seen configuration. The study's three GPUs sat in three
+different machines, so the GPU-out error includes the host and software; that is what a user on
+another machine gets.
+
+- An unseen architecture: the held-out runs' absolute log errors are pooled, and the half-width on
+  the log scale is their split-conformal 90% quantile (`conformal_quantile`).
+- An unseen GPU (`WIDENED_GROUPINGS`): the largest of the held-out GPUs' own 90% quantiles. A new GPU
+  brings one error shared by all its runs (its host, its software), so the calibration sample is the
+  GPUs, not the runs; pooling the runs weights a GPU by how often the study ran it. A 90% conformal
+  quantile over G groups is the ceil((G + 1) x 0.9)-th smallest, which needs G >= 9; the study has 3
+  (2 inside a validation fold). The largest group's quantile is the widest the data can state, not a
+  calibrated 90%, and every interval it sets says so (`Prior.widened_note`).
 """
 
 from __future__ import annotations
@@ -236,6 +244,13 @@ def _time_and_power(params: PriorParameters, frame: pd.DataFrame) -> tuple[np.nd
 TARGETS: tuple[str, ...] = ("power_w", "ms_per_image", "j_per_image")
 #: The grouped splits whose residuals calibrate the intervals: held-out column of the runs.
 GROUPINGS: dict[str, str] = {"architecture": "architecture", "GPU": "gpu"}
+#: Groupings whose half-width is the largest held-out group's 90% quantile (`_group_max_quantiles`):
+#: too few groups for a conformal 90% quantile, so the interval is widened beyond what they calibrate.
+WIDENED_GROUPINGS: frozenset[str] = frozenset({"GPU"})
+WIDENED_NOTE = (
+    "interval widened beyond calibration: an unseen GPU gets the largest of the study's GPUs' held-out "
+    "90% errors (3 GPUs, 3 machines: too few for a calibrated 90% interval)"
+)
 
 
 @dataclass(frozen=True)
@@ -244,6 +259,15 @@ class Prior:
 
     params: PriorParameters
     log_halfwidth: dict[str, dict[str, float]]  # grouping ("architecture", "GPU") -> target -> q
+    widened: frozenset[str] = WIDENED_GROUPINGS  # groupings whose q is wider than their calibration
+
+    def widened_note(self, unseen: frozenset[str]) -> str:
+        """What a row's note says when its interval is wider than calibration supports ('' if it is not).
+
+        Neither grouping unseen takes the wider of the two half-widths, so a widened one counts there too.
+        """
+        used = unseen if unseen else frozenset(GROUPINGS)
+        return WIDENED_NOTE if used & self.widened else ""
 
     def halfwidths(self, unseen: frozenset[str]) -> dict[str, float]:
         """The log half-width of each target for a job whose `unseen` groupings the study never ran.
@@ -332,6 +356,17 @@ def _quantiles(errors: pd.DataFrame) -> dict[str, float]:
     return {t: conformal_quantile(np.abs(errors[t].to_numpy()), COVERAGE) for t in TARGETS}
 
 
+def _group_max_quantiles(errors: pd.DataFrame) -> dict[str, float]:
+    """The largest of the held-out groups' own 90% quantiles: one group, one draw of the group's error."""
+    groups = [part for _, part in errors.groupby("held_out", sort=True)]
+    return {t: max(_quantiles(part)[t] for part in groups) for t in TARGETS}
+
+
+def _halfwidths_of(grouping: str, errors: pd.DataFrame) -> dict[str, float]:
+    """The log half-widths of one grouping from the held-out errors of its calibration groups."""
+    return _group_max_quantiles(errors) if grouping in WIDENED_GROUPINGS else _quantiles(errors)
+
+
 def fit_prior(runs: pd.DataFrame) -> Prior:
     """Fit the prior on `study_frame` rows and calibrate its intervals on their grouped residuals.
 
@@ -341,7 +376,9 @@ def fit_prior(runs: pd.DataFrame) -> Prior:
     if runs["architecture"].nunique() < 2 or runs["gpu"].nunique() < 2:
         raise UserError("the prior's intervals need runs of two or more architectures and GPUs")
     errors = grouped_log_errors(runs)
-    halfwidth = {grouping: _quantiles(errors[errors["grouping"] == grouping]) for grouping in GROUPINGS}
+    halfwidth = {
+        grouping: _halfwidths_of(grouping, errors[errors["grouping"] == grouping]) for grouping in GROUPINGS
+    }
     return Prior(params=fit_parameters(runs), log_halfwidth=halfwidth)
 
 
@@ -349,16 +386,18 @@ def grouped_predictions(runs: pd.DataFrame) -> pd.DataFrame:
     """Out-of-group predictions of every run, with intervals that never saw the run's group.
 
     For each grouping and held-out group, the point is the fit without that group, and the interval's
-    half-width is the conformal quantile of the *other* groups' held-out errors (cross-conformal, as
-    in CV+: Barber et al. 2021): the held-out group's own error never sets its width. One row per
-    run and grouping: `grouping`, `held_out` and the columns of `Prior.predict`, indexed like `runs`.
+    half-width is set by the *other* groups' held-out errors alone (cross-conformal, as in CV+: Barber
+    et al. 2021), by the rule `fit_prior` uses (`_halfwidths_of`): the held-out group's own error
+    never sets its width. One row per run and grouping: `grouping`, `held_out`, `widened` (the
+    interval is wider than its calibration, `WIDENED_GROUPINGS`) and the columns of `Prior.predict`,
+    indexed like `runs`.
     """
     errors = grouped_log_errors(runs)
     parts = []
     for grouping in GROUPINGS:
         mine = errors[errors["grouping"] == grouping]
         for held_out, part in mine.groupby("held_out", sort=True):
-            q = _quantiles(mine[mine["held_out"] != held_out])
+            q = _halfwidths_of(grouping, mine[mine["held_out"] != held_out])
             observed = runs.loc[part.index]
             out = pd.DataFrame(index=part.index)
             out["power_w"] = observed["power_w"] * np.exp(part["power_w"])
@@ -367,5 +406,7 @@ def grouped_predictions(runs: pd.DataFrame) -> pd.DataFrame:
             for target in TARGETS:
                 out[f"{target}_low"] = out[target] / math.exp(q[target])
                 out[f"{target}_high"] = out[target] * math.exp(q[target])
-            parts.append(out.assign(grouping=grouping, held_out=held_out))
+            parts.append(
+                out.assign(grouping=grouping, held_out=held_out, widened=grouping in WIDENED_GROUPINGS)
+            )
     return pd.concat(parts)
