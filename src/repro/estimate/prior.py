@@ -248,8 +248,8 @@ GROUPINGS: dict[str, str] = {"architecture": "architecture", "GPU": "gpu"}
 #: too few groups for a conformal 90% quantile, so the interval is widened beyond what they calibrate.
 WIDENED_GROUPINGS: frozenset[str] = frozenset({"GPU"})
 WIDENED_NOTE = (
-    "interval widened beyond calibration: an unseen GPU gets the largest of the study's GPUs' held-out "
-    "90% errors (3 GPUs, 3 machines: too few for a calibrated 90% interval)"
+    "interval widened beyond calibration: it has the unseen-GPU width, the largest of the study's GPUs' "
+    "held-out 90% errors (3 GPUs, 3 machines: too few for a calibrated 90% interval)"
 )
 
 
