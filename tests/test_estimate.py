@@ -112,6 +112,8 @@ def test_a_sweep_estimate_through_the_command_line(tmp_path, cli_env):
     assert "Sweep total (4 jobs)" in result.stdout
     assert "source prior: the physical prior" in result.stdout
     assert "published runs' epochs (vgg16), 5th-95th percentile" in result.stdout
+    # an unseen GPU's interval, and an unseen setting's (the wider of the two), is wider than calibrated
+    assert "*: interval widened beyond calibration" in result.stdout
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["model"], r["gpu"]) for r in rows] == [
@@ -132,6 +134,7 @@ def test_a_sweep_estimate_through_the_command_line(tmp_path, cli_env):
         assert row["energy_j_per_image"] == row["energy_j_per_image_low"] == ""
         assert int(row["trained_epochs_low"]) <= int(row["trained_epochs"]) <= int(row["trained_epochs_high"])
         assert ("unseen GPU t4" in row["out_of_distribution"]) == (row["gpu"] == "t4")
+        assert "widened beyond calibration" in row["note"]
         # digits is not the study's data set: its size is outside what the estimator has seen
         assert "train_images 1257 (seen 23807)" in row["out_of_distribution"]
     # 150 epochs at most, 30 at least (10 head epochs + patience 20) under the paper protocol

@@ -25,9 +25,11 @@ from repro.estimate.prior import (
     with_gpu_columns,
 )
 
-#: Pooled 90% coverage (%) of J/image under each grouped split (paper/estimation/e_prior), pinned as
-#: a regression guard: a change to the prior or its calibration shows up here.
-PINNED_COVERAGE_PCT = {"architecture": 85.5, "GPU": 87.7}
+#: Pooled 90% coverage (%) of J/image under each grouped split (paper/estimation/e_unseen), pinned as
+#: a regression guard: a change to the prior or its calibration shows up here. The GPU split's interval
+#: is the largest calibration GPU's 90% quantile, widened beyond what two or three GPUs calibrate (it was
+#: 78.3% with the runs pooled: two machines' residuals cannot show how different a third host is).
+PINNED_COVERAGE_PCT = {"architecture": 92.6, "GPU": 92.6}
 _GPUS = ("gtx750ti", "rtx3070", "rtx3090", "t4", "l4", "a100", "h100", "h200")
 
 
@@ -89,12 +91,29 @@ def test_time_per_image_never_rises_with_the_peak_throughput(study):
 def test_the_fitted_parameters_are_physical(study):
     params = fit_parameters(study)
     assert 0.05 < params.efficiency <= 1.0  # a share of the peak
-    assert 0 < params.idle_share < 1.0 and 0 < params.busy_power <= 1.0  # never above the power limit
-    assert params.host_ms > 0 and params.launch_us > 0 and params.bytes_per_activation > 0
+    assert 0 < params.idle_share < 1.0 and params.util_scale > 0  # power stays below the limit
+    assert params.host_ms > 0 and params.layer_mflop > 0 and params.bytes_per_activation > 0
 
 
-def test_intervals_hold_on_architectures_and_gpus_the_fit_never_saw(study):
-    predicted = grouped_predictions(study)
+@pytest.fixture(scope="module")
+def grouped(study) -> pd.DataFrame:
+    return grouped_predictions(study)
+
+
+def test_the_prior_beats_the_training_median_constant_on_every_held_out_group(study, grouped):
+    truth = study["power_w"] * study["ms_per_image"] / 1000
+    for grouping, column in GROUPINGS.items():
+        mine = grouped[grouped["grouping"] == grouping]
+        for held_out, part in mine.groupby("held_out"):
+            observed = truth.loc[part.index]
+            constant = truth[study[column] != held_out].median()  # fitted without the held-out group too
+            prior_mape = (part["j_per_image"] / observed - 1).abs().mean()
+            constant_mape = (constant / observed - 1).abs().mean()
+            assert prior_mape < constant_mape, (grouping, held_out, prior_mape, constant_mape)
+
+
+def test_intervals_hold_on_architectures_and_gpus_the_fit_never_saw(study, grouped):
+    predicted = grouped
     truth = (study["power_w"] * study["ms_per_image"] / 1000).loc[predicted.index]
     inside = (truth >= predicted["j_per_image_low"]) & (truth <= predicted["j_per_image_high"])
     for grouping in GROUPINGS:
@@ -103,6 +122,29 @@ def test_intervals_hold_on_architectures_and_gpus_the_fit_never_saw(study):
         coverage = 100 * inside[mine].mean()
         assert 85 <= coverage <= 95, (grouping, coverage)
         assert coverage == pytest.approx(PINNED_COVERAGE_PCT[grouping], abs=0.1), grouping
+
+
+def test_an_unseen_gpus_interval_is_the_largest_calibration_gpus_and_says_it_is_widened(study, grouped):
+    from repro.estimate.prior import grouped_log_errors
+
+    errors = grouped_log_errors(study)
+    gpu_out = errors[errors["grouping"] == "GPU"]
+    predicted = grouped[grouped["grouping"] == "GPU"]
+    for held_out, part in predicted.groupby("held_out"):
+        others = gpu_out[gpu_out["held_out"] != held_out]
+        # the 90% quantile (ceil((n + 1) x 0.9)-th smallest) of each other GPU's own |log error|
+        per_gpu = [
+            np.sort(np.abs(e["j_per_image"].to_numpy()))[int(np.ceil((len(e) + 1) * 0.9)) - 1]
+            for _, e in others.groupby("held_out")
+        ]
+        width = part["j_per_image_high"] / part["j_per_image_low"]
+        assert np.allclose(width, np.exp(2 * max(per_gpu))), held_out
+        assert part["widened"].all()
+    assert not grouped.loc[grouped["grouping"] == "architecture", "widened"].any()
+    prior = fit_prior(study)
+    assert prior.widened_note(frozenset({"architecture"})) == ""
+    for unseen in (frozenset({"GPU"}), frozenset(GROUPINGS), frozenset()):
+        assert "widened beyond calibration" in prior.widened_note(unseen), unseen
 
 
 def test_an_unseen_gpu_and_architecture_get_a_wider_interval_than_either(study):

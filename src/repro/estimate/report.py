@@ -100,7 +100,7 @@ def estimate_jobs(
         for (key, (_, job)), (source, per_image) in zip(others.items(), predicted, strict=True):
             estimates[key] = _estimate(job, per_image, source, estimator, published_epochs)
             if isinstance(devices.get(key), str):
-                estimates[key]["note"] = devices[key]
+                estimates[key]["note"] = "; ".join(filter(None, (devices[key], estimates[key]["note"])))
     rows = pd.DataFrame([estimates[key] for key in job_keys])  # one row per job, the sweep's order
     _print(rows, n_runs)
     if keys.get("csv"):
@@ -232,7 +232,9 @@ def _per_image(
         frame = job_frame(cfg.gpu, workload, job.precision)
         unseen = {"architecture"} if job.architecture not in set(study["architecture"]) else set()
         unseen |= {"GPU"} if job.gpu not in set(study["gpu"]) else set()
-        out.append(("prior", prior.predict(frame, frozenset(unseen)).iloc[0]))
+        predicted = prior.predict(frame, frozenset(unseen)).iloc[0]
+        predicted["note"] = prior.widened_note(frozenset(unseen))  # an interval wider than calibrated says so
+        out.append(("prior", predicted))
     return out
 
 
@@ -279,7 +281,7 @@ def _estimate(
     row["out_of_distribution"] = "; ".join(
         estimator.out_of_distribution(job.architecture, job.gpu, job.values)
     )
-    row.update(overhead_j=math.nan, warmup_j=math.nan, energy_provenance="", note="")
+    row.update(overhead_j=math.nan, warmup_j=math.nan, energy_provenance="", note=predicted.get("note", ""))
     return row
 
 
@@ -304,14 +306,18 @@ def _shown(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _print(rows: pd.DataFrame, n_runs: int) -> None:
+    from repro.estimate.prior import WIDENED_NOTE
+
     shown = _shown(rows)
+    widened = rows["note"].str.contains(WIDENED_NOTE, regex=False).to_numpy()
     table = pd.DataFrame(
         {
             "model": rows["model"],
             "gpu": rows["gpu"],
             "source": rows["source"],
             "J/image [90%]": [
-                _interval(r.j_per_image, r.j_per_image_low, r.j_per_image_high, 3) for r in shown.itertuples()
+                _interval(r.j_per_image, r.j_per_image_low, r.j_per_image_high, 3) + ("*" if widen else "")
+                for r, widen in zip(shown.itertuples(), widened, strict=True)
             ],
             "epochs": [
                 f"{r.trained_epochs} [{r.trained_epochs_low}-{r.trained_epochs_high}]"
@@ -364,7 +370,9 @@ def _print(rows: pd.DataFrame, n_runs: int) -> None:
     for source in sorted(set(rows["source"])):
         print(f"source {source}: {SOURCES[source]}")
     for note in dict.fromkeys(rows.loc[rows["note"].str.startswith("not probed"), "note"]):
-        print(note)
+        print(note.removesuffix(f"; {WIDENED_NOTE}"))
+    if widened.any():
+        print(f"*: {WIDENED_NOTE}")
     for how in sorted(set(rows["epochs_from"])):
         print(f"epochs: {how}")
     intensities = sorted(set(rows["carbon_intensity_g_per_kwh"]))
