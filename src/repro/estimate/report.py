@@ -49,8 +49,8 @@ SOURCES = {
     "prior": "the physical prior from the GPU's specs (repro.estimate.prior), its interval as wide as "
     "its error on the architectures and GPUs it had not seen",
     "probe": "the job's training step measured on this machine (repro.estimate.probe) with the job's own "
-    "meters: everything they measure, not the GPU alone; interval: step spread x the probes' bias band "
-    "against full runs x the epoch range",
+    "meters: everything they measure, not the GPU alone, corrected on the CPU for the probes' bias against "
+    "full runs; interval: step spread x the probes' bias band x the epoch range",
 }
 
 
@@ -167,7 +167,10 @@ def _probe_estimate(job: JobFeatures, cfg: Config, result: ProbeResult) -> dict:
     row["carbon_intensity_g_per_kwh"] = intensity
     row["out_of_distribution"] = ""
     row["energy_provenance"] = result.provenance
+    row.update(bias_correction=projected["bias_correction"], spread_pct=projected["spread_pct"])
     row["note"] = f"probed on {result.device}, step spread ±{projected['spread_pct']:.1f}%"
+    if projected["bias_correction"] != 1.0:
+        row["note"] += f", x{projected['bias_correction']:.3f} for the probes' bias against full runs there"
     return row
 
 
