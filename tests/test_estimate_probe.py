@@ -151,6 +151,7 @@ def test_the_probe_table_sets_each_architecture_against_its_full_runs(
             100 * (ratios[other] / ratios[architecture] - 1), rel=1e-6
         )
     assert rows["MAPE"]["corrected_error_pct"] != ""
+    assert all(0 <= float(rows[a]["others_cpu_pct"]) <= 100 for a in ("mobilenet_v2", "resnet18"))
     assert "The probe on this machine against full runs" in (tmp_path / "f_probe.md").read_text()
 
 
@@ -207,6 +208,20 @@ def test_a_cpu_probe_is_corrected_by_the_measured_ratios_and_a_gpu_probe_only_ge
     # the corrected interval holds every full run the ratios came from, and no more
     assert cpu["energy_j_per_image_low"] == pytest.approx(raw["energy_j_per_image"] * min(ratios))
     assert cpu["energy_j_per_image_high"] == pytest.approx(raw["energy_j_per_image"] * max(ratios))
+
+
+def test_a_probe_says_how_much_of_the_cpu_other_processes_used_while_it_measured():
+    from repro.estimate.probe import others_cpu_share
+
+    # 2 CPUs for 10 s: the machine was busy 14 CPU-s, 9 of them this process's -> others 5 of 20
+    share = others_cpu_share(machine_busy_s=14.0, process_busy_s=9.0, wall_s=10.0, cpus=2)
+    assert share == pytest.approx(0.25)
+    assert others_cpu_share(8.0, 9.0, 10.0, 2) == 0.0  # counters read a moment apart: never below 0
+    assert math.isnan(others_cpu_share(1.0, 1.0, 0.0, 2))
+    result = _probe_result("cpu")  # head 5 s, fine-tuning 5 s, validation 2 s
+    for phase, share in (("head", 0.1), ("finetune", 0.5), ("validation", math.nan)):
+        result.phases[phase].others_cpu_share = share
+    assert result.others_cpu_share == pytest.approx((0.1 * 5 + 0.5 * 5) / 10)  # weighted by duration
 
 
 def test_the_probe_tables_correction_for_an_architecture_leaves_that_architecture_out():

@@ -20,6 +20,7 @@ and records nothing in MLflow: `repro.stats` and the report never see it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -68,6 +69,7 @@ class PhaseMeasurement:
     duration_s: float = 0.0
     energy_j: dict[str, float] = field(default_factory=dict)
     step_s: list[float] = field(default_factory=list)
+    others_cpu_share: float = math.nan  # of the machine's CPU time, what other processes used meanwhile
 
     @property
     def s_per_image(self) -> float:
@@ -102,6 +104,17 @@ class ProbeResult:
     warmup_s: float  # the job's energy.warmup_s, .baseline_s and .cooldown_s, for the overheads
     baseline_s: float
     cooldown_s: float
+
+    @property
+    def others_cpu_share(self) -> float:
+        """The share of the machine's CPU time that other processes used while the probe measured (the
+        phases' figures weighted by their durations): a busy machine slows the probe down, and on a CPU
+        its energy estimate bills the others' load to the job; NaN where it could not be read."""
+        pairs = [(p.others_cpu_share, p.duration_s) for p in self.phases.values() if p.duration_s > 0]
+        pairs = [(share, seconds) for share, seconds in pairs if not math.isnan(share)]
+        if not pairs:
+            return math.nan
+        return sum(share * seconds for share, seconds in pairs) / sum(seconds for _, seconds in pairs)
 
     @property
     def provenance(self) -> str:
@@ -439,7 +452,7 @@ class _TimedBatches:
         if item is None:
             return
         self._sync()
-        with self.window as window:
+        with self.window as window, _CpuShare() as others:
             start = last = time.perf_counter()
             while item is not None:
                 yield item[1]
@@ -457,3 +470,52 @@ class _TimedBatches:
             self._sync()
             self.measured.duration_s = time.perf_counter() - start
         self.measured.energy_j = dict(window.measurement.energy_j) if window.measurement else {}
+        self.measured.others_cpu_share = others.share
+
+
+def others_cpu_share(machine_busy_s: float, process_busy_s: float, wall_s: float, cpus: int) -> float:
+    """The share of `cpus` x `wall_s` of CPU time that went to other processes than this one: the machine's
+    busy CPU seconds less this process's, clipped to [0, 1]; NaN without a span to divide by."""
+    if wall_s <= 0 or cpus <= 0:
+        return math.nan
+    return min(max((machine_busy_s - process_busy_s) / (cpus * wall_s), 0.0), 1.0)
+
+
+class _CpuShare:
+    """Measures, around a block, the share of the machine's CPU that other processes used (`share`)."""
+
+    def __enter__(self) -> _CpuShare:
+        import psutil
+
+        self._process = psutil.Process()
+        self._machine = _busy_s(psutil.cpu_times())
+        self._own = _own_s(self._process)
+        self._start = time.perf_counter()
+        self.share = math.nan
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import psutil
+
+        wall_s = time.perf_counter() - self._start
+        machine = _busy_s(psutil.cpu_times()) - self._machine
+        own = _own_s(self._process) - self._own
+        self.share = others_cpu_share(machine, own, wall_s, psutil.cpu_count() or 1)
+
+
+def _busy_s(times) -> float:  # noqa: ANN001  (psutil's scputimes)
+    """The machine's busy CPU seconds: all but idle and I/O wait (guest time is already in user time)."""
+    uncounted = ("idle", "iowait", "guest", "guest_nice")
+    return sum(times) - sum(getattr(times, name, 0.0) for name in uncounted)
+
+
+def _own_s(process) -> float:  # noqa: ANN001  (psutil.Process)
+    """This process's CPU seconds, its threads and its children's (data loader workers) included."""
+    import psutil
+
+    seconds = 0.0
+    for member in (process, *process.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):  # a worker that ended meanwhile
+            times = member.cpu_times()
+            seconds += times.user + times.system
+    return seconds

@@ -116,6 +116,7 @@ def probe_table(
             "full_energy_j": rows["full_energy_j"],
             "energy_error_pct": 100 * (raw_energy / rows["full_energy_j"] - 1),
             "corrected_energy_error_pct": 100 * (raw_energy * factor / rows["full_energy_j"] - 1),
+            "others_cpu_pct": rows["others_cpu_pct"],
             "runs": rows["runs"].astype(int),
         }
     ).reset_index(drop=True)
@@ -152,6 +153,7 @@ def probe_table(
                 "Corrected run energy error (\\%)",
                 fixed(1),
             ),
+            Column("others_cpu_pct", "Others' CPU (%)", "Others' CPU (\\%)", fixed(0)),
             Column("runs", "Full runs", "Full runs"),
         ),
         notes=(
@@ -162,7 +164,9 @@ def probe_table(
             "per phase x images per epoch x the epochs, which early stopping cannot shorten here; the full "
             "runs' energy_total_j (neither counts the warm-up, baselines or cooldowns).",
             f"Load average (1 min) before and after the probes: {load_before:.2f}, {load_after:.2f}; the "
-            "full runs ran on an otherwise idle machine.",
+            "full runs ran on an otherwise idle machine. Others' CPU: the share of the machine's CPU time "
+            "that other processes used while each probe measured; the probe's time, and on a CPU its "
+            "estimated energy, grow with it.",
             "Raw: the probe as measured, before any correction. Corrected (LOO): the raw probe x the "
             "geometric mean of the OTHER architectures' full / raw probe ratios, its 90% interval x the step "
             "spread x their lowest and highest ratio over that mean; each architecture's own full runs take "

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: CodeCarbon's world-average carbon intensity (gCO2e/kWh), used when the job sets none.
 WORLD_AVERAGE_G_PER_KWH = 475.0
+#: From this share of the machine's CPU used by other processes during a probe, its row's note warns.
+BUSY_PCT = 10.0
 _J_PER_KWH = 3.6e6
 #: The CSV's columns after `model`, `gpu` and `source`: run metrics, each with `_low` and `_high`.
 #: `energy_j_per_image` and `energy_j` are everything the job's meter measures: only a probe on this machine
@@ -171,6 +173,11 @@ def _probe_estimate(job: JobFeatures, cfg: Config, result: ProbeResult) -> dict:
     row["note"] = f"probed on {result.device}, step spread ±{projected['spread_pct']:.1f}%"
     if projected["bias_correction"] != 1.0:
         row["note"] += f", x{projected['bias_correction']:.3f} for the probes' bias against full runs there"
+    row["others_cpu_pct"] = 100 * result.others_cpu_share
+    if row["others_cpu_pct"] >= BUSY_PCT:
+        row["note"] += (
+            f", other processes used {row['others_cpu_pct']:.0f}% of the CPU meanwhile: probe an idle machine"
+        )
     return row
 
 
