@@ -40,9 +40,9 @@ from repro.errors import UserError
 #: architectures of experiment=replication_cpu against the means of their five full runs in
 #: paper/replication/cpu/mlflow.db). The probe read 7-26% high for every architecture (an earlier run of
 #: the table: 0.832-0.909). Its definition of J/image, image counts and meters are the full runs' (the
-#: table's notes say what was checked); what is left has no accounting cause found, so a CPU probe is
-#: corrected by these ratios (`cpu_bias`), and `probe-table` validates that correction leaving each
-#: architecture out. Regenerating the table prints the new values for this constant.
+#: README's "Estimating before you train" says what was compared); no accounting cause was found, so a
+#: CPU probe is corrected by these ratios (`device_bias`), and `probe-table` validates that correction
+#: leaving each architecture out. Regenerating the table prints the new values for this constant.
 CPU_FULL_OVER_PROBE: dict[str, float] = {
     "mobilenet_v2": 0.866, "nasnet_mobile": 0.796, "resnet50": 0.842, "vgg16": 0.936, "xception": 0.819,
 }  # fmt: skip
