@@ -6,10 +6,14 @@ import csv
 import math
 import sqlite3
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 
 from repro.estimate.__main__ import main
+
+if TYPE_CHECKING:
+    from repro.estimate.probe import ProbeResult
 
 
 def _estimate(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
@@ -138,11 +142,21 @@ def test_the_probe_table_sets_each_architecture_against_its_full_runs(
         assert float(row["error_pct"]) == pytest.approx(error, rel=1e-6)
     mape = (abs(float(rows["mobilenet_v2"]["error_pct"])) + abs(float(rows["resnet18"]["error_pct"]))) / 2
     assert float(rows["MAPE"]["error_pct"]) == pytest.approx(mape, rel=1e-6)
+    # corrected leaving each architecture out: with two, each is corrected by the other's full/probe ratio
+    ratios = {a: float(rows[a]["ratio"]) for a in ("mobilenet_v2", "resnet18")}
+    for architecture, other in (("mobilenet_v2", "resnet18"), ("resnet18", "mobilenet_v2")):
+        row = rows[architecture]
+        assert float(row["loo_factor"]) == pytest.approx(ratios[other], rel=1e-6)
+        assert float(row["corrected_error_pct"]) == pytest.approx(
+            100 * (ratios[other] / ratios[architecture] - 1), rel=1e-6
+        )
+    assert rows["MAPE"]["corrected_error_pct"] != ""
+    assert all(0 <= float(rows[a]["others_cpu_pct"]) <= 100 for a in ("mobilenet_v2", "resnet18"))
     assert "The probe on this machine against full runs" in (tmp_path / "f_probe.md").read_text()
 
 
-def test_the_projection_is_j_per_image_per_phase_x_images_x_epochs_with_the_bias_band():
-    from repro.estimate.probe import BIAS_BAND, PhaseMeasurement, ProbeResult, project
+def _probe_result(device: str) -> ProbeResult:
+    from repro.estimate.probe import PhaseMeasurement, ProbeResult
 
     steady = [0.5] * 10  # no step-to-step spread: the interval is the bias band x the epoch range
     phases = {
@@ -152,19 +166,75 @@ def test_the_projection_is_j_per_image_per_phase_x_images_x_epochs_with_the_bias
         ),
         "validation": PhaseMeasurement("validation", images=200, duration_s=2.0, energy_j={"cpu": 20.0}),
     }
-    result = ProbeResult("cpu", phases, {"cpu": "rapl"}, False, idle_power_w=10.0, warmup_s=20.0,
-                         baseline_s=0.0, cooldown_s=3.0)  # fmt: skip
-    out = project(result, train_images_per_epoch=64, val_images_per_epoch=32, head_epochs=1, epochs=(4, 2, 4))
+    return ProbeResult(device, phases, {"cpu": "rapl"}, False, idle_power_w=10.0, warmup_s=20.0,
+                       baseline_s=0.0, cooldown_s=3.0)  # fmt: skip
+
+
+def test_the_projection_is_j_per_image_per_phase_x_images_x_epochs_with_the_bias_band():
+    from repro.estimate.probe import BiasCorrection, project
+
+    bias = BiasCorrection(0.8, (0.9, 1.1))
+    out = project(
+        _probe_result("cpu"), train_images_per_epoch=64, val_images_per_epoch=32, head_epochs=1,
+        epochs=(4, 2, 4), bias=bias,
+    )  # fmt: skip
     # J/image: head 0.5, fine-tuning 2.0, validation 0.1; 1 head + 3 fine-tuning epochs, each with validation
     energy = 1 * 64 * 0.5 + 3 * 64 * 2.0 + 4 * 32 * 0.1
-    assert out["energy_j"] == pytest.approx(energy)
-    assert out["energy_j_per_image"] == pytest.approx(energy / (4 * (64 + 32)))
-    assert out["energy_j_low"] == pytest.approx((64 * 0.5 + 64 * 2.0 + 2 * 32 * 0.1) * BIAS_BAND[0])
-    assert out["energy_j_high"] == pytest.approx(energy * BIAS_BAND[1])
-    assert out["duration_s"] == pytest.approx(64 * 0.05 + 3 * 64 * 0.1 + 4 * 32 * 0.01)
+    assert out["energy_j"] == pytest.approx(energy * 0.8)
+    assert out["energy_j_per_image"] == pytest.approx(energy * 0.8 / (4 * (64 + 32)))
+    assert out["energy_j_low"] == pytest.approx((64 * 0.5 + 64 * 2.0 + 2 * 32 * 0.1) * 0.8 * 0.9)
+    assert out["energy_j_high"] == pytest.approx(energy * 0.8 * 1.1)
+    assert out["duration_s"] == pytest.approx((64 * 0.05 + 3 * 64 * 0.1 + 4 * 32 * 0.01) * 0.8)
+    assert out["bias_correction"] == 0.8
     assert math.isnan(out["gpu_energy_j"])  # nothing measured a GPU
     assert out["overhead_j"] == pytest.approx(3.0 * 10.0)  # the cooldown at the idle power
     assert out["warmup_j"] == pytest.approx(20.0 * 50.0 / 5.0)  # the warm-up at the head phase's power
+
+
+def test_a_cpu_probe_is_corrected_by_the_measured_ratios_and_a_gpu_probe_only_gets_the_band():
+    from repro.estimate.probe import BIAS_BAND, CPU_FULL_OVER_PROBE, project
+
+    ratios = list(CPU_FULL_OVER_PROBE.values())
+    geometric_mean = math.prod(ratios) ** (1 / len(ratios))
+    args = {"train_images_per_epoch": 64, "val_images_per_epoch": 32, "head_epochs": 1, "epochs": (4, 4, 4)}
+    raw = project(_probe_result("cuda:0"), **args)
+    cpu = project(_probe_result("cpu"), **args)
+    assert raw["bias_correction"] == 1.0
+    assert (raw["energy_j_per_image_low"], raw["energy_j_per_image_high"]) == pytest.approx(
+        (raw["energy_j_per_image"] * BIAS_BAND[0], raw["energy_j_per_image"] * BIAS_BAND[1])
+    )
+    assert cpu["energy_j_per_image"] == pytest.approx(raw["energy_j_per_image"] * geometric_mean)
+    assert cpu["energy_j"] == pytest.approx(raw["energy_j"] * geometric_mean)
+    # the corrected interval holds every full run the ratios came from, and no more
+    assert cpu["energy_j_per_image_low"] == pytest.approx(raw["energy_j_per_image"] * min(ratios))
+    assert cpu["energy_j_per_image_high"] == pytest.approx(raw["energy_j_per_image"] * max(ratios))
+
+
+def test_a_probe_says_how_much_of_the_cpu_other_processes_used_while_it_measured():
+    from repro.estimate.probe import others_cpu_share
+
+    # 2 CPUs for 10 s: the machine was busy 14 CPU-s, 9 of them this process's -> others 5 of 20
+    share = others_cpu_share(machine_busy_s=14.0, process_busy_s=9.0, wall_s=10.0, cpus=2)
+    assert share == pytest.approx(0.25)
+    assert others_cpu_share(8.0, 9.0, 10.0, 2) == 0.0  # counters read a moment apart: never below 0
+    assert math.isnan(others_cpu_share(1.0, 1.0, 0.0, 2))
+    result = _probe_result("cpu")  # head 5 s, fine-tuning 5 s, validation 2 s
+    for phase, share in (("head", 0.1), ("finetune", 0.5), ("validation", math.nan)):
+        result.phases[phase].others_cpu_share = share
+    assert result.others_cpu_share == pytest.approx((0.1 * 5 + 0.5 * 5) / 10)  # weighted by duration
+
+
+def test_the_probe_tables_correction_for_an_architecture_leaves_that_architecture_out():
+    import pandas as pd
+
+    from repro.estimate.probe_table import loo_corrections
+
+    corrections = loo_corrections(pd.Series({"a": 0.8, "b": 0.9, "c": 1.0}))
+    factor = (0.9 * 1.0) ** 0.5  # b and c only
+    assert corrections["a"].factor == pytest.approx(factor)
+    assert corrections["a"].band == pytest.approx((0.9 / factor, 1.0 / factor))
+    assert corrections["c"].factor == pytest.approx((0.8 * 0.9) ** 0.5)
+    assert loo_corrections(pd.Series({"a": 0.8})) == {"a": None}  # nothing else to learn from
 
 
 @pytest.mark.parametrize(

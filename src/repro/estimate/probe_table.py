@@ -3,12 +3,18 @@
 For each architecture with finished runs in an MLflow experiment (by default the 25 CPU runs of
 `experiment=replication_cpu` in paper/replication/cpu/mlflow.db), the same job is probed here at the same
 protocol (`experiment=replication_cpu`, one seed: seeds share one probe) and its projected J/image and run
-energy are set against the full runs' mean measured ones. The ratio full / probe of each architecture is
-what `repro.estimate.probe.BIAS_BAND` is taken from.
+energy are set against the full runs' mean measured ones, twice:
+
+- raw: the probe as measured, before any bias correction; the ratio full / probe of each architecture is
+  what `repro.estimate.probe.CPU_FULL_OVER_PROBE` is taken from;
+- corrected, leaving each architecture out (`loo_corrections`): the probe x the correction that the other
+  architectures' ratios give (their geometric mean), its interval x their band. These errors are how
+  wrong a corrected probe is on an architecture its correction has not seen.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -17,12 +23,15 @@ import pandas as pd
 
 from repro import names
 from repro.errors import UserError
+from repro.estimate.probe import BiasCorrection, bias_correction
 from repro.stats.tables import Column, Table, fixed
 
 #: The full runs the committed table compares with, and the protocol they ran.
 DEFAULT_RUNS_URI = "sqlite:///paper/replication/cpu/mlflow.db"
 DEFAULT_EXPERIMENT = "replication_cpu"
 DEFAULT_OVERRIDES = ("experiment=replication_cpu",)
+#: The error columns the MAPE row averages (absolute values).
+_ERRORS = ("error_pct", "corrected_error_pct", "energy_error_pct", "corrected_energy_error_pct")
 
 
 def full_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
@@ -51,6 +60,16 @@ def full_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     ).rename_axis("architecture")
 
 
+def loo_corrections(ratios: pd.Series) -> dict[str, BiasCorrection | None]:
+    """Per architecture: the bias correction of the other architectures' full / probe ratios alone
+    (leave one architecture out); None where no other architecture has a ratio."""
+    corrections: dict[str, BiasCorrection | None] = {}
+    for architecture in ratios.index:
+        others = ratios.drop(architecture).dropna()
+        corrections[architecture] = bias_correction(list(others)) if len(others) else None
+    return corrections
+
+
 def probe_table(
     overrides: list[str], tracking_uri: str, experiment: str, seconds: float
 ) -> tuple[Table, pd.DataFrame]:
@@ -66,35 +85,45 @@ def probe_table(
     )  # fmt: skip
     load_after = os.getloadavg()[0]
     rows = rows.set_index("model").join(full, how="inner")
+    # The probes as measured: estimate_jobs applied the estimator's correction, which is undone here.
+    raw = rows["energy_j_per_image"] / rows["bias_correction"]
+    raw_energy = rows["energy_j"] / rows["bias_correction"]
+    ratio = rows["full_j_per_image"] / raw
+    loo = loo_corrections(ratio)
+    factor = pd.Series({a: c.factor if c else np.nan for a, c in loo.items()})
+    spread = rows["spread_pct"] / 100
+    low = pd.Series({a: c.band[0] if c else np.nan for a, c in loo.items()}) * (1 - spread)
+    high = pd.Series({a: c.band[1] if c else np.nan for a, c in loo.items()}) * (1 + spread)
+    corrected = raw * factor
     frame = pd.DataFrame(
         {
             "architecture": rows.index,
-            "probe_j_per_image": rows["energy_j_per_image"],
-            "probe_low": rows["energy_j_per_image_low"],
-            "probe_high": rows["energy_j_per_image_high"],
+            "probe_j_per_image": raw,
             "full_j_per_image": rows["full_j_per_image"],
-            "error_pct": 100 * (rows["energy_j_per_image"] / rows["full_j_per_image"] - 1),
-            "ratio": rows["full_j_per_image"] / rows["energy_j_per_image"],
+            "error_pct": 100 * (raw / rows["full_j_per_image"] - 1),
+            "ratio": ratio,
+            "loo_factor": factor,
+            "corrected_j_per_image": corrected,
+            "corrected_low": corrected * low,
+            "corrected_high": corrected * high,
+            "corrected_error_pct": 100 * (corrected / rows["full_j_per_image"] - 1),
             "covered": [
-                "yes" if lo <= full <= hi else "no"
+                "" if math.isnan(lo) else "yes" if lo <= full <= hi else "no"
                 for lo, full, hi in zip(
-                    rows["energy_j_per_image_low"],
-                    rows["full_j_per_image"],
-                    rows["energy_j_per_image_high"],
-                    strict=True,
+                    corrected * low, rows["full_j_per_image"], corrected * high, strict=True
                 )
             ],
-            "probe_energy_j": rows["energy_j"],
             "full_energy_j": rows["full_energy_j"],
-            "energy_error_pct": 100 * (rows["energy_j"] / rows["full_energy_j"] - 1),
+            "energy_error_pct": 100 * (raw_energy / rows["full_energy_j"] - 1),
+            "corrected_energy_error_pct": 100 * (raw_energy * factor / rows["full_energy_j"] - 1),
+            "others_cpu_pct": rows["others_cpu_pct"],
             "runs": rows["runs"].astype(int),
         }
     ).reset_index(drop=True)
     mape = {
         "architecture": "MAPE",
         "covered": "",
-        "error_pct": float(frame["error_pct"].abs().mean()),
-        "energy_error_pct": float(frame["energy_error_pct"].abs().mean()),
+        **{column: float(frame[column].abs().mean()) for column in _ERRORS},
         "runs": int(frame["runs"].sum()),
     }
     frame = pd.concat([frame, pd.DataFrame([mape])], ignore_index=True)
@@ -106,16 +135,25 @@ def probe_table(
         frame,
         (
             Column("architecture", "Architecture", "Architecture"),
-            Column("probe_j_per_image", "Probe J/image", "Probe J/image", fixed(4)),
-            Column("probe_low", "90% low", "90\\% low", fixed(4)),
-            Column("probe_high", "90% high", "90\\% high", fixed(4)),
+            Column("probe_j_per_image", "Raw probe J/image", "Raw probe J/image", fixed(4)),
             Column("full_j_per_image", "Full runs' J/image", "Full runs' J/image", fixed(4)),
-            Column("error_pct", "Error (%)", "Error (\\%)", fixed(1)),
-            Column("ratio", "Full / probe", "Full / probe", fixed(3)),
-            Column("covered", "In interval", "In interval"),
-            Column("probe_energy_j", "Probe run energy (J)", "Probe run energy (J)", fixed(0)),
+            Column("error_pct", "Raw error (%)", "Raw error (\\%)", fixed(1)),
+            Column("ratio", "Full / raw probe", "Full / raw probe", fixed(3)),
+            Column("loo_factor", "LOO correction", "LOO correction", fixed(3)),
+            Column("corrected_j_per_image", "Corrected J/image (LOO)", "Corrected J/image (LOO)", fixed(4)),
+            Column("corrected_low", "90% low", "90\\% low", fixed(4)),
+            Column("corrected_high", "90% high", "90\\% high", fixed(4)),
+            Column("corrected_error_pct", "Corrected error (%)", "Corrected error (\\%)", fixed(1)),
+            Column("covered", "In corrected interval", "In corrected interval"),
             Column("full_energy_j", "Full runs' energy (J)", "Full runs' energy (J)", fixed(0)),
-            Column("energy_error_pct", "Run energy error (%)", "Run energy error (\\%)", fixed(1)),
+            Column("energy_error_pct", "Raw run energy error (%)", "Raw run energy error (\\%)", fixed(1)),
+            Column(
+                "corrected_energy_error_pct",
+                "Corrected run energy error (%)",
+                "Corrected run energy error (\\%)",
+                fixed(1),
+            ),
+            Column("others_cpu_pct", "Others' CPU (%)", "Others' CPU (\\%)", fixed(0)),
             Column("runs", "Full runs", "Full runs"),
         ),
         notes=(
@@ -126,9 +164,15 @@ def probe_table(
             "per phase x images per epoch x the epochs, which early stopping cannot shorten here; the full "
             "runs' energy_total_j (neither counts the warm-up, baselines or cooldowns).",
             f"Load average (1 min) before and after the probes: {load_before:.2f}, {load_after:.2f}; the "
-            "full runs ran on an otherwise idle machine.",
-            "Full / probe is what the probe's constant bias band (repro.estimate.probe.BIAS_BAND) is taken "
-            "from, so 'In interval' on these same runs is not an independent check.",
+            "full runs ran on an otherwise idle machine. Others' CPU: the share of the machine's CPU time "
+            "that other processes used while each probe measured; the probe's time, and on a CPU its "
+            "estimated energy, grow with it.",
+            "Raw: the probe as measured, before any correction. Corrected (LOO): the raw probe x the "
+            "geometric mean of the OTHER architectures' full / raw probe ratios, its 90% interval x the step "
+            "spread x their lowest and highest ratio over that mean; each architecture's own full runs take "
+            "no part in its correction: its corrected error and 'In corrected interval' are out-of-sample. "
+            "`python -m repro.estimate ... estimate.probe=true` on the CPU applies the correction of all the "
+            "architectures (repro.estimate.probe.CPU_FULL_OVER_PROBE, the column 'Full / raw probe').",
             "Targets (issue 17): J/image MAPE <= 10%, run energy MAPE <= 15% where the epochs are fixed.",
         ),
     )
@@ -140,12 +184,18 @@ def write_probe_table(
 ) -> list[Path]:
     """Probe, compare and write f_probe.{csv,md,tex} into `out_dir`."""
     table, frame = probe_table(overrides, tracking_uri, experiment, seconds)
-    ratios = frame["ratio"].dropna()
-    if len(ratios):
+    measured = frame.dropna(subset=["ratio"])
+    if len(measured):
+        ratios = measured["ratio"]
+        mape = frame.loc[frame["architecture"] == "MAPE"].iloc[0]
         print(
-            f"full / probe J/image: {ratios.min():.3f}-{ratios.max():.3f} "
-            f"(median {float(np.median(ratios)):.3f}) over {len(ratios)} architectures"
+            f"full / raw probe J/image: {ratios.min():.3f}-{ratios.max():.3f} "
+            f"(median {float(np.median(ratios)):.3f}) over {len(ratios)} architectures; J/image MAPE raw "
+            f"{mape['error_pct']:.1f}%, corrected leaving each architecture out "
+            f"{mape['corrected_error_pct']:.1f}%"
         )
+        pairs = ", ".join(f"{a!r}: {r:.3f}" for a, r in zip(measured["architecture"], ratios, strict=True))
+        print(f"for a CPU probe: repro.estimate.probe.CPU_FULL_OVER_PROBE = {{{pairs}}}")
     return table.write(out_dir)
 
 

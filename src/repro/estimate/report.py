@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: CodeCarbon's world-average carbon intensity (gCO2e/kWh), used when the job sets none.
 WORLD_AVERAGE_G_PER_KWH = 475.0
+#: From this share of the machine's CPU used by other processes during a probe, its row's note warns.
+BUSY_PCT = 10.0
 _J_PER_KWH = 3.6e6
 #: The CSV's columns after `model`, `gpu` and `source`: run metrics, each with `_low` and `_high`.
 #: `energy_j_per_image` and `energy_j` are everything the job's meter measures: only a probe on this machine
@@ -49,8 +51,8 @@ SOURCES = {
     "prior": "the physical prior from the GPU's specs (repro.estimate.prior), its interval as wide as "
     "its error on the architectures and GPUs it had not seen",
     "probe": "the job's training step measured on this machine (repro.estimate.probe) with the job's own "
-    "meters: everything they measure, not the GPU alone; interval: step spread x the probes' bias band "
-    "against full runs x the epoch range",
+    "meters: everything they measure, not the GPU alone, corrected on the CPU for the probes' bias against "
+    "full runs; interval: step spread x the probes' bias band x the epoch range",
 }
 
 
@@ -167,7 +169,15 @@ def _probe_estimate(job: JobFeatures, cfg: Config, result: ProbeResult) -> dict:
     row["carbon_intensity_g_per_kwh"] = intensity
     row["out_of_distribution"] = ""
     row["energy_provenance"] = result.provenance
+    row.update(bias_correction=projected["bias_correction"], spread_pct=projected["spread_pct"])
     row["note"] = f"probed on {result.device}, step spread ±{projected['spread_pct']:.1f}%"
+    if projected["bias_correction"] != 1.0:
+        row["note"] += f", x{projected['bias_correction']:.3f} for the probes' bias against full runs there"
+    row["others_cpu_pct"] = 100 * result.others_cpu_share
+    if row["others_cpu_pct"] >= BUSY_PCT:
+        row["note"] += (
+            f", other processes used {row['others_cpu_pct']:.0f}% of the CPU meanwhile: probe an idle machine"
+        )
     return row
 
 
