@@ -11,7 +11,9 @@ timed. Times are seconds since the process started (`REPRO_T0`, else the interpr
 trace names what ran; a step that is not listed took no wrapped call. Steps that run in a thread of
 their own (the store's `open_store` and `end_dead_runs`, the meters' `prepare`) overlap the others.
 Nothing in `repro` knows about it. Compare traces taken in the same run on the same machine: a
-shared machine's load moves them.
+shared machine's load moves them. The last column, the CPU time of the thread that ran the step
+(the main thread for all but the threaded steps), moves least with the load: on an idle machine
+the main thread's CPU time at the first step is close to the wall time to it.
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ _MODULE_STEPS = {
 def _child(out: Path, argv: list[str]) -> None:
     """One traced job, in this process."""
     t0 = float(os.environ.get("REPRO_T0", time.time()))
-    events: list[tuple[str, float, float, float]] = []  # label, start s, end s, process CPU s at the end
+    # label, start s, end s, process CPU s at the end, CPU s of the step's thread at the end
+    events: list[tuple[str, float, float, float, float]] = []
 
     def now() -> float:
         return time.time() - t0
 
     def note(label: str, start: float) -> None:
-        events.append((label, start, now(), time.process_time()))
+        events.append((label, start, now(), time.process_time(), time.thread_time()))
 
     def mark(label: str) -> None:
         note(label, now())
@@ -125,7 +128,7 @@ def _child(out: Path, argv: list[str]) -> None:
     train.main()
 
 
-def _run_round(argv: list[str], workdir: Path, round_: int) -> list[tuple[str, float, float, float]]:
+def _run_round(argv: list[str], workdir: Path, round_: int) -> list[tuple[str, float, float, float, float]]:
     out = workdir / f"trace-{round_}.json"
     overrides = [
         f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",  # one store, as a user's: round 0 creates it
@@ -162,17 +165,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="repro-startup-") as tmp:
         rounds = [_run_round(overrides, Path(tmp), i) for i in range(args.rounds)]
     # the median of each step's times over the rounds in which it ran; a repeated step is numbered
-    times: dict[str, list[tuple[float, float, float]]] = {}
+    times: dict[str, list[tuple[float, float, float, float]]] = {}
     for events in rounds:
         seen: dict[str, int] = {}
-        for label, start, end, cpu in events:
+        for label, start, end, cpu, thread_cpu in events:
             seen[label] = seen.get(label, 0) + 1
             key = label if seen[label] == 1 else f"{label} #{seen[label]}"
-            times.setdefault(key, []).append((start, end, cpu))
-    print(f"{'step':<28} {'start s':>8} {'end s':>8} {'took s':>7} {'CPU s at end':>12}")
+            times.setdefault(key, []).append((start, end, cpu, thread_cpu))
+    print(f"{'step':<28} {'start s':>8} {'end s':>8} {'took s':>7} {'CPU s at end':>12} {'its thread':>10}")
     for key, rows in sorted(times.items(), key=lambda item: statistics.median(row[0] for row in item[1])):
-        start, end, cpu = (statistics.median(row[i] for row in rows) for i in range(3))
-        print(f"{key:<28} {start:>8.2f} {end:>8.2f} {end - start:>7.2f} {cpu:>12.2f}")
+        start, end, cpu, thread_cpu = (statistics.median(row[i] for row in rows) for i in range(4))
+        print(f"{key:<28} {start:>8.2f} {end:>8.2f} {end - start:>7.2f} {cpu:>12.2f} {thread_cpu:>10.2f}")
 
 
 if __name__ == "__main__":
