@@ -188,6 +188,22 @@ def test_freeze_bn_keeps_the_base_running_statistics(freeze_bn: bool) -> None:
     assert all(record.images == 16 + record.val_images > 16 for record in result.history)
 
 
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_the_head_phase_trains_the_head_alone(freeze_bn: bool) -> None:
+    """On the CPU the loop lays the weights out channels last; the base's values still stay as they were."""
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(name="mobilenetv2_050", head="study", study_head_hidden=[16]), 1)
+    data = build_data(_synthetic(), 8, 0, drop_last=True)
+    cfg = TrainingConfig(head_epochs=1, finetune_epochs=0, max_steps_per_epoch=2, freeze_bn=freeze_bn)
+    head = {id(p) for p in model.get_classifier().parameters()}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    loop.train(model, data, cfg, torch.device("cpu"))
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    head_names = {name for name, p in model.named_parameters() if id(p) in head}
+    assert changed == head_names  # every head parameter moved (Adam), no base parameter did
+    assert model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.slow
 def test_a_job_with_the_study_head_logs_its_cost_with_the_head(compose_config, tracking_uri, tmp_path):
     cfg = compose_config("model=mobilenet_v2", "model.head=study", "energy=none")

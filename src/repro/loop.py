@@ -141,6 +141,7 @@ def _validate(
 ) -> tuple[dict[str, float], int]:
     """The validation metrics and the number of images the validation pass processed."""
     model.eval()
+    _use_fast_layout(model, device)
     all_logits, all_targets = [], []
     with torch.no_grad(), autocast(amp, device):
         for images, targets in _batches(data.val_loader, None, should_stop):
@@ -168,6 +169,7 @@ def _train_one_epoch(
     With `amp`, the forward pass and the loss run under autocast; `scaler` (fp16) scales the loss.
     """
     model.train()
+    _use_fast_layout(model, device)
     if freeze_bn:
         freeze_base_batchnorm(model)
     loss_fn = _loss_function(data.binary)
@@ -247,6 +249,22 @@ def train(
             break
 
     return result
+
+
+def _use_fast_layout(model: nn.Module, device: torch.device) -> None:
+    """Lay the model's weights (and so its activations) out channels last on the CPU; a no-op once done.
+
+    There oneDNN's convolutions run faster with channels last: per training step with one thread,
+    0.55 of the time for MobileNet V2's head phase (0.11 CPU-s instead of 0.21 at 128 px, batch 32),
+    0.7 for its fine-tuning, 0.8-0.9 for ResNet18/50, 0.6 for NASNet Mobile, 0.9-1.0 for VGG16. The
+    results are the same up to float rounding, and TensorFlow, the reference's framework, lays its
+    images out the same way. Elsewhere (GPUs, not measured here) the layout stays PyTorch's default.
+    The epoch functions call it, rather than `train` once, so that whatever drives them (the
+    estimate's probe too) trains in the layout of a job. The parameters stay the same objects, so an
+    optimiser made before holds them still.
+    """
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
 
 
 def _run_epoch(
