@@ -3,7 +3,8 @@
 Both sides are fresh processes started the same way, under `_first_step_probe.py`, which times every
 optimiser step from the moment the command was started. The repro side is the whole command line
 (`python -m repro.train ...`: preflight, Hydra, MLflow, meters off); the bare side builds the same
-data with `repro.data.build_data` and the same timm model, and loops over Adam steps. The two
+data with `repro.data.build_data` and the same timm model (laid out channels last on the CPU, as `repro.loop`
+does), and loops over Adam steps. The two
 alternate, round after round, so drifts in machine load hit both; the figures are medians and the
 ratio is the median of the per-round ratios.
 
@@ -176,6 +177,8 @@ def bare_loop(args: argparse.Namespace) -> None:
     import repro.models  # noqa: F401  (registers the study's extra architectures with timm)
 
     model = timm.create_model(cfg.model.name, num_classes=1).to(device).train()
+    if device.type == "cpu":  # repro.loop's layout: the ratio is then repro's overhead, not the layout
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     while True:  # the probe ends the process after its steps
