@@ -153,6 +153,21 @@ def test_the_probe_table_sets_each_architecture_against_its_full_runs(
     assert rows["MAPE"]["corrected_error_pct"] != ""
     assert all(0 <= float(rows[a]["others_cpu_pct"]) <= 100 for a in ("mobilenet_v2", "resnet18"))
     assert "The probe on this machine against full runs" in (tmp_path / "f_probe.md").read_text()
+    # the session's jobs trained channels last (auto on the CPU), so the probes did too
+    jobs = runs.dropna(subset=["tags.repro.model"])  # not the sweep's parent run
+    assert set(jobs["tags.device.memory_format"]) == {"channels_last"}
+    assert "training.memory_format=channels_last" in (tmp_path / "f_probe.md").read_text()
+
+
+def test_full_runs_recorded_before_the_layout_setting_count_as_contiguous():
+    """The committed CPU replication predates `training.memory_format`: its probes must train contiguous."""
+    from repro.estimate.probe_table import full_runs
+    from repro.paths import repo_root
+
+    store = repo_root() / "paper" / "replication" / "cpu" / "mlflow.db"
+    full = full_runs(f"sqlite:///{store}", "replication_cpu")
+    assert len(full) == 5
+    assert set(full["memory_format"]) == {"contiguous"}
 
 
 def _probe_result(device: str) -> ProbeResult:

@@ -204,6 +204,20 @@ def test_the_head_phase_trains_the_head_alone(freeze_bn: bool) -> None:
     assert model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_the_memory_format_setting_chooses_the_layout_the_loop_trains_in() -> None:
+    cpu = torch.device("cpu")
+    assert loop.memory_format("auto", cpu) == "channels_last"
+    assert loop.memory_format("auto", torch.device("cuda")) == "contiguous"  # PyTorch's default on a GPU
+    assert loop.memory_format("contiguous", cpu) == "contiguous"
+    model = create_model(ModelConfig(name="mobilenetv2_050"), 1)
+    model.to(memory_format=torch.channels_last)
+    data = build_data(_synthetic(), 8, 0, drop_last=True)
+    loop.train(model, data, TrainingConfig(head_epochs=1, finetune_epochs=0, max_steps_per_epoch=1,
+                                           memory_format="contiguous"), cpu)  # fmt: skip
+    assert model.conv_stem.weight.is_contiguous()
+    assert not model.conv_stem.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.slow
 def test_a_job_with_the_study_head_logs_its_cost_with_the_head(compose_config, tracking_uri, tmp_path):
     cfg = compose_config("model=mobilenet_v2", "model.head=study", "energy=none")

@@ -30,6 +30,7 @@ def test_a_bf16_job_on_the_cpu_finishes_and_records_its_precision(compose_config
     recorded = _only_run(tracking_uri)
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["training.amp"] == "bf16"
+    assert recorded.data.tags["device.memory_format"] == "channels_last"  # auto, on the CPU
     assert recorded.data.metrics["f1"] == pytest.approx(f1) and 0.0 <= f1 <= 1.0
     assert recorded.data.metrics["energy_total_j"] > 0
 
@@ -82,3 +83,8 @@ def test_an_fp16_job_on_a_gpu_finishes_with_a_loss_scaler(compose_config, tracki
     assert recorded.info.status == "FINISHED"
     assert recorded.data.params["training.amp"] == "fp16"
     assert recorded.data.tags["device"].startswith("cuda")
+
+
+def test_an_unknown_memory_format_is_refused_naming_the_options(monkeypatch, capsys, smoke_overrides):
+    err = refused_in_process(monkeypatch, capsys, *smoke_overrides, "training.memory_format=nhwc")
+    assert "training.memory_format=nhwc" in err and "channels_last" in err and "contiguous" in err

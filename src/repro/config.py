@@ -27,6 +27,8 @@ HEADS = ("linear", "study")
 PREPROCESSING = ("torch", "tf", "caffe")
 #: `training.amp` options: false (FP32) or the autocast precision (repro.precision).
 AMP_OPTIONS: tuple[bool | str, ...] = (False, "fp16", "bf16")
+#: `training.memory_format`: auto lays the model out channels last on the CPU and leaves a GPU's default.
+MEMORY_FORMATS: tuple[str, ...] = ("auto", "channels_last", "contiguous")
 
 
 def check_finite(node: Any, group: str) -> None:
@@ -161,11 +163,19 @@ class TrainingConfig:
     threads: int | None = None
     # mixed precision: false (FP32), fp16 (autocast and a gradient scaler; CUDA only) or bf16 (autocast)
     amp: Any = False
+    # the model's memory layout: auto (channels last on the CPU, where oneDNN runs it faster; PyTorch's
+    # default on a GPU), channels_last or contiguous; the one used is tagged device.memory_format
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         check_finite(self, "training")
         if _given(self.amp) and self.amp is not False and self.amp not in AMP_OPTIONS[1:]:
             raise UserError(f"training.amp={self.amp} is not an option: choose false (FP32), fp16 or bf16")
+        if _given(self.memory_format) and self.memory_format not in MEMORY_FORMATS:
+            raise UserError(
+                f"training.memory_format={self.memory_format} is not an option: "
+                f"choose {', '.join(MEMORY_FORMATS)}"
+            )
         positive = ("batch_size", "head_lr", "finetune_lr", "early_stopping_patience", "plateau_patience")
         for key in (*positive, "plateau_factor"):
             if getattr(self, key) <= 0:

@@ -141,7 +141,6 @@ def _validate(
 ) -> tuple[dict[str, float], int]:
     """The validation metrics and the number of images the validation pass processed."""
     model.eval()
-    _use_fast_layout(model, device)
     all_logits, all_targets = [], []
     with torch.no_grad(), autocast(amp, device):
         for images, targets in _batches(data.val_loader, None, should_stop):
@@ -169,7 +168,6 @@ def _train_one_epoch(
     With `amp`, the forward pass and the loss run under autocast; `scaler` (fp16) scales the loss.
     """
     model.train()
-    _use_fast_layout(model, device)
     if freeze_bn:
         freeze_base_batchnorm(model)
     loss_fn = _loss_function(data.binary)
@@ -217,7 +215,7 @@ def train(
         TrainingStopped: `hooks.should_stop` said so between two batches.
         TrainingDiverged: an epoch's training loss was NaN or infinite.
     """
-    model.to(device)
+    lay_out(model, cfg.memory_format, device)
     hooks = hooks or LoopHooks()
     result = LoopResult(metrics={})
     epoch = 0
@@ -251,20 +249,29 @@ def train(
     return result
 
 
-def _use_fast_layout(model: nn.Module, device: torch.device) -> None:
-    """Lay the model's weights (and so its activations) out channels last on the CPU; a no-op once done.
+def memory_format(setting: str, device: torch.device) -> str:
+    """The layout `training.memory_format` gives the model on `device`: "channels_last" or "contiguous".
 
-    There oneDNN's convolutions run faster with channels last: per training step with one thread,
-    0.55 of the time for MobileNet V2's head phase (0.11 CPU-s instead of 0.21 at 128 px, batch 32),
-    0.7 for its fine-tuning, 0.8-0.9 for ResNet18/50, 0.6 for NASNet Mobile, 0.9-1.0 for VGG16. The
-    results are the same up to float rounding, and TensorFlow, the reference's framework, lays its
-    images out the same way. Elsewhere (GPUs, not measured here) the layout stays PyTorch's default.
-    The epoch functions call it, rather than `train` once, so that whatever drives them (the
-    estimate's probe too) trains in the layout of a job. The parameters stay the same objects, so an
-    optimiser made before holds them still.
+    `auto` is channels last on the CPU: there oneDNN's convolutions run faster so (one-thread CPU-s per
+    training step at 128 px: 0.55 of the time for MobileNet V2's head phase, 0.11 instead of 0.21 at
+    batch 32; 0.7 for its fine-tuning, 0.8-0.9 for ResNet18/50, 0.6 for NASNet Mobile, 0.9-1.0 for
+    VGG16), with the same results up to float rounding; TensorFlow, the reference's framework, lays its
+    images out the same way. On a GPU (not measured here) `auto` keeps PyTorch's default.
     """
-    if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)
+    if setting == "auto":
+        return "channels_last" if device.type == "cpu" else "contiguous"
+    return setting
+
+
+def lay_out(model: nn.Module, setting: str, device: torch.device) -> str:
+    """Move the model to `device` in the layout `setting` gives there, and return that layout's name.
+
+    The parameters stay the same objects, so an optimiser made before still holds them.
+    """
+    chosen = memory_format(setting, device)
+    layout = torch.channels_last if chosen == "channels_last" else torch.contiguous_format
+    model.to(device, memory_format=layout)
+    return chosen
 
 
 def _run_epoch(

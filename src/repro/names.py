@@ -159,6 +159,7 @@ TAG_DEVICE_NAME = "device.name"  # the detected device, e.g. "NVIDIA H200" or "c
 TAG_DEVICE_DRIVER_VERSION = "device.driver_version"
 TAG_DEVICE_POWER_LIMIT_W = "device.power_limit_w"  # NVML's enforced power limit, GPU runs only
 TAG_DEVICE_MEMORY_GB = "device.memory_gb"
+TAG_DEVICE_MEMORY_FORMAT = "device.memory_format"  # the layout trained in: channels_last, contiguous
 TAG_DEVICE_CUDA_VERSION = "device.cuda_version"
 TAG_DEVICE_NOTE = "device.note"
 

@@ -105,6 +105,7 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         names.TAG_SEED: str(cfg.seed),
         names.TAG_OUTPUT_DIR: str(context.output_dir.resolve()),
         names.TAG_CONFIG_HASH: config_hash,
+        names.TAG_DEVICE_MEMORY_FORMAT: loop.memory_format(cfg.training.memory_format, device.torch_device),
     }
     if context.sweep_dir is not None:
         tags[names.TAG_SWEEP_DIR] = str(context.sweep_dir.resolve())

@@ -350,7 +350,7 @@ def _run_phases(model, data, cfg: Config, device: torch.device, seconds: float, 
     from repro.models import set_base_trainable
 
     training = cfg.training
-    model.to(device)
+    loop.lay_out(model, training.memory_format, device)  # the job's layout, as loop.train lays it out
     set_base_trainable(model, False)
     head_optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=training.head_lr)
     steps_per_epoch = len(data.train_loader)

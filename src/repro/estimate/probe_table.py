@@ -35,7 +35,11 @@ _ERRORS = ("error_pct", "corrected_error_pct", "energy_error_pct", "corrected_en
 
 
 def full_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
-    """Per architecture: the FINISHED runs' count and mean J/image, run energy and ms/image."""
+    """Per architecture: the FINISHED runs' count, mean J/image, run energy and ms/image, and layout.
+
+    The layout is the runs' `device.memory_format` tag; runs recorded before `training.memory_format`
+    existed have none and trained contiguous, PyTorch's default, which was the only layout then.
+    """
     from repro.estimate.features import experiment_runs
 
     raw = experiment_runs(tracking_uri, experiment, filter_string="attributes.status = 'FINISHED'")
@@ -49,6 +53,11 @@ def full_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     if raw.empty or any(column not in raw for column in needed):
         raise UserError(f"experiment {experiment!r} in {tracking_uri} has no finished run with J/image")
     raw = raw.dropna(subset=needed)
+    layout_tag = f"tags.{names.TAG_DEVICE_MEMORY_FORMAT}"
+    layouts = (
+        raw[layout_tag].fillna("contiguous") if layout_tag in raw else pd.Series("contiguous", raw.index)
+    )
+    raw = raw.assign(memory_format=layouts)
     grouped = raw.groupby(f"tags.{names.TAG_MODEL}")
     return pd.DataFrame(
         {
@@ -56,6 +65,7 @@ def full_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
             "full_j_per_image": grouped[needed[0]].mean(),
             "full_energy_j": grouped[needed[1]].mean(),
             "full_ms_per_image": grouped[f"metrics.{names.DURATION_MS_PER_IMAGE}"].mean(),
+            "memory_format": grouped["memory_format"].agg(lambda layouts: "/".join(sorted(set(layouts)))),
         }
     ).rename_axis("architecture")
 
@@ -78,6 +88,14 @@ def probe_table(
 
     full = full_runs(tracking_uri, experiment)
     architectures = ",".join(full.index)
+    layouts = set(full["memory_format"])
+    if len(layouts) != 1 or "/" in next(iter(layouts)):
+        raise UserError(
+            f"the full runs of {experiment!r} trained in more than one layout "
+            f"({', '.join(sorted(layouts))}): a probe compares with runs of one training.memory_format"
+        )
+    # The probes train in the full runs' layout, so that the table compares like with like.
+    overrides = [*overrides, f"training.memory_format={layouts.pop()}"]
     load_before = os.getloadavg()[0]
     rows = estimate_jobs(
         [*overrides, f"model={architectures}", "seed=0"], True, ["published"],
