@@ -20,7 +20,6 @@ import platform
 import socket
 import sqlite3
 import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -260,35 +259,17 @@ def open_store_early(uri: str, experiment: str) -> Future[None]:
     A job calls it before it builds its data and model, which then overlap the store's schema check and
     the search for this host's dead runs. `result()` waits for both and raises what they raised, as the
     same calls made in place would have; nothing else may use the store before it.
-
-    The thread's work is mostly imports (MLflow, SQLAlchemy: about 2 CPU-s), which hold the GIL, while the
-    data's decode threads take and release it once per image or more. At Python's default switch interval
-    (5 ms) each of them may wait that long to get it back (the "convoy effect"): with a thread busy in
-    Python beside it, the data build took 2-3 times as long here. Until the thread is done, the interval
-    is 0.5 ms.
     """
-    previous_s = sys.getswitchinterval()
-    sys.setswitchinterval(min(previous_s, _STARTUP_SWITCH_INTERVAL_S))
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repro-store")
     try:
-        return executor.submit(_open_and_reconcile, uri, experiment, previous_s)
-    except BaseException:
-        sys.setswitchinterval(previous_s)
-        raise
+        return executor.submit(_open_and_reconcile, uri, experiment)
     finally:
         executor.shutdown(wait=False)  # the thread ends when its work is done
 
 
-#: The interpreter's thread switch interval while the store's thread works beside the data build.
-_STARTUP_SWITCH_INTERVAL_S = 0.0005
-
-
-def _open_and_reconcile(uri: str, experiment: str, switch_interval_s: float) -> None:
-    try:
-        open_store(uri)
-        reconcile.end_dead_runs(uri, experiment)
-    finally:
-        sys.setswitchinterval(switch_interval_s)  # before `result()` returns
+def _open_and_reconcile(uri: str, experiment: str) -> None:
+    open_store(uri)
+    reconcile.end_dead_runs(uri, experiment)
 
 
 @contextmanager
