@@ -6,7 +6,6 @@ import csv
 import math
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -117,15 +116,6 @@ def test_the_store_opens_while_the_data_builds_and_before_the_run_is_created(
     run(compose_config(), JobContext(output_dir=tmp_path / "job"))
     assert order == ["data build started", "dead runs ended", "run created"]
     assert _only_run(tracking_uri).info.status == "FINISHED"
-
-
-def test_the_entry_point_leaves_mlflow_unimported_until_a_job_opens_its_store(cli_env):
-    """MLflow's import (a CPU-second) is paid in the store's thread, beside the data build, not before it."""
-    loaded = "import sys, repro.train; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
-    command = [sys.executable, "-c", loaded]
-    result = subprocess.run(command, cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
 
 
 def test_a_store_that_fails_while_the_data_builds_fails_the_job_with_its_own_error(

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
+
 from repro import loop, names, tracking
 from repro.energy import EnergyMonitor
 from repro.recorder import EpochRecorder
@@ -62,8 +64,6 @@ def record_outcome(
         metrics.update(result.metrics)
     sink.log_metrics(metrics)
     sink.set_tags(monitor.provenance_tags())
-    import mlflow  # imported where used, as everywhere on the path to the first step
-
     problems = list(recorder.write_errors)
     try:  # the run's description and per-epoch figure: nice to have, never a reason to lose the rest
         sink.set_tags(tracking.describe_run(metrics, monitor.provenance_tags(), reason))
@@ -97,8 +97,6 @@ def end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
         OSError: ENOSPC when the store's own disk is full (an SQLite database on a full disk), after the
             records were spooled and one line said where they are and how to import them.
     """
-    import mlflow
-
     spooled = sink.close(flush_timeout_s)
     try:
         if spooled is not None:

@@ -3,10 +3,6 @@
 One training job is one MLflow run. A multirun sweep is a parent run; the Hydra callback below
 creates it and writes its id into the sweep folder, and every job (in this process, another
 process or another node) reads that file and becomes a child through `parent_run_id`.
-
-MLflow itself is imported inside the functions that use it: its import takes about a CPU-second,
-which a job pays in the store's thread (`open_store_early`) while its data and model build, not
-before them.
 """
 
 from __future__ import annotations
@@ -27,9 +23,12 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import mlflow
 from hydra.experimental.callback import Callback
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from repro import names, reconcile, ui_views
@@ -40,9 +39,6 @@ from repro.paths import check_output_folder, repo_root, writable_folder
 from repro.spool import SPOOL_FILE, RunSpool
 from repro.sweep_summary import JobRow, summary_lines
 from repro.ui_url import ui_link
-
-if TYPE_CHECKING:
-    import mlflow
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +243,6 @@ def open_store(uri: str) -> None:
                 connection.execute("PRAGMA schema_version").fetchone()
         except sqlite3.Error as error:
             raise UserError(f"tracking.uri={uri}: SQLite cannot open {db_path} ({error})") from None
-        from mlflow.tracking import MlflowClient  # MLflow's import (1 CPU-s) runs in the store's thread
-
         with _mlflow_quiet():
             MlflowClient(uri).search_experiments(max_results=1)  # MLflow creates and migrates its tables
 
@@ -309,8 +303,6 @@ def _mlflow_quiet() -> Iterator[None]:
 
 def _open_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it if needed."""
-    import mlflow
-
     open_store(uri)
     mlflow.set_tracking_uri(uri)
     # Under the store's lock: jobs starting at once would both create the experiment, or both add its
@@ -327,9 +319,6 @@ def _open_experiment(uri: str, experiment: str) -> str:
 
 def _create_or_tag_experiment(uri: str, experiment: str) -> str:
     """The experiment's id, created if needed, with repro's kind tag and saved views."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     found = mlflow.set_experiment(experiment)
     if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         MlflowClient(uri).set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
@@ -402,9 +391,6 @@ def training_run(
     tags: Mapping[str, str],
 ) -> Iterator[mlflow.ActiveRun]:
     """Open one job's MLflow run. The caller ends it with `end_run` and the right status."""
-    import mlflow
-    from mlflow.entities import RunStatus
-
     _open_experiment(uri, experiment)
     run = mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, tags=dict(tags))
     try:
@@ -425,18 +411,9 @@ def training_run(
 
 def log_params(params: Mapping[str, str]) -> None:
     """Log params in batches; MLflow caps one call at 100 params and a value at 6000 characters."""
-    import mlflow
-
     items = [(key, value[:6000]) for key, value in params.items()]
     for start in range(0, len(items), 100):
         mlflow.log_params(dict(items[start : start + 100]))
-
-
-def log_config(config: Mapping[str, Any]) -> None:
-    """Log the job's resolved config as the run's `config.yaml` artifact."""
-    import mlflow
-
-    mlflow.log_dict(dict(config), "config.yaml")
 
 
 def forget_active_run() -> None:
@@ -448,8 +425,6 @@ def forget_active_run() -> None:
     range pyproject.toml pins); tests/test_tracking_adapter.py names the installed version when the
     member changes.
     """
-    import mlflow
-
     if mlflow.active_run() is not None:
         mlflow.tracking.fluent._active_run_stack.get().pop()
 
@@ -488,7 +463,6 @@ def log_epoch_figure(history: list[Mapping[str, Any]]) -> None:
     if not epochs:
         return
     import matplotlib
-    import mlflow
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -564,8 +538,6 @@ class SweepCallback(Callback):
         return {**self.__dict__, "_heartbeat": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlflow.tracking import MlflowClient
-
         sweep_dir = Path(config.hydra.sweep.dir)
         with exit_on_user_error():  # one line and exit 2, before the launcher starts any job
             claim_sweep_dir(sweep_dir, resume=bool(config.get("resume", False)))
@@ -611,8 +583,6 @@ class SweepCallback(Callback):
         """
         if self.parent_run_id is None or self.tracking_uri is None:
             return self._all_ok
-        from mlflow.tracking import MlflowClient
-
         if self._heartbeat is not None:
             self._heartbeat.close(timeout_s=5)  # heartbeats only; what is not sent stays in the sweep folder
             self._heartbeat = None

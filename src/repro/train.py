@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
+import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -126,7 +127,7 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         tracked = tracking.training_run(store.uri, store.experiment, run_name, parent_run_id, tags)
         with sigterm_policy(raise_now=False), tracked as active:
             tracking.log_params(params)
-            tracking.log_config(dataclasses.asdict(cfg))
+            mlflow.log_dict(dataclasses.asdict(cfg), "config.yaml")
             sink = RunSpool(
                 store.uri, active.info.run_id, context.output_dir / SPOOL_FILE, heartbeat_s=store.heartbeat_s
             )
