@@ -30,6 +30,19 @@ def test_throughput_refuses_what_it_cannot_measure(args: list[str], named: str) 
     assert done.stdout == ""  # no table was started
 
 
+@pytest.mark.parametrize("args", [["--steps", "6"], ["--rounds", "0"]])
+def test_head_step_refuses_to_time_no_step(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "head_step.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert done.stdout == ""
+
+
 def test_stats_scale_reports_the_measured_process_own_peak_memory() -> None:
     """A parent that once held 400 MB must not lend that peak to the small child it measures.
 
