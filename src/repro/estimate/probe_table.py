@@ -23,7 +23,7 @@ import pandas as pd
 
 from repro import names
 from repro.errors import UserError
-from repro.estimate.probe import BiasCorrection, bias_correction
+from repro.estimate.probe import CPU_EARLIER_FULL_OVER_PROBE, BiasCorrection, bias_correction
 from repro.stats.tables import Column, Table, fixed
 
 #: The full runs the committed table compares with, and the protocol they ran.
@@ -70,13 +70,18 @@ def full_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     ).rename_axis("architecture")
 
 
-def loo_corrections(ratios: pd.Series) -> dict[str, BiasCorrection | None]:
+def loo_corrections(
+    ratios: pd.Series, earlier: dict[str, tuple[float, ...]] | None = None
+) -> dict[str, BiasCorrection | None]:
     """Per architecture: the bias correction of the other architectures' full / probe ratios alone
-    (leave one architecture out); None where no other architecture has a ratio."""
+    (leave one architecture out), its band also holding the other architectures' `earlier` ratios (from
+    earlier runs of the table); None where no other architecture has a ratio."""
+    earlier = earlier or {}
     corrections: dict[str, BiasCorrection | None] = {}
     for architecture in ratios.index:
         others = ratios.drop(architecture).dropna()
-        corrections[architecture] = bias_correction(list(others)) if len(others) else None
+        before = [r for other, rs in earlier.items() if other != architecture for r in rs]
+        corrections[architecture] = bias_correction(list(others), before) if len(others) else None
     return corrections
 
 
@@ -107,7 +112,8 @@ def probe_table(
     raw = rows["energy_j_per_image"] / rows["bias_correction"]
     raw_energy = rows["energy_j"] / rows["bias_correction"]
     ratio = rows["full_j_per_image"] / raw
-    loo = loo_corrections(ratio)
+    # On the CPU the band also holds the earlier tables' ratios, as the estimator's CPU correction does.
+    loo = loo_corrections(ratio, CPU_EARLIER_FULL_OVER_PROBE if set(rows["gpu"]) == {"cpu"} else None)
     factor = pd.Series({a: c.factor if c else np.nan for a, c in loo.items()})
     spread = rows["spread_pct"] / 100
     low = pd.Series({a: c.band[0] if c else np.nan for a, c in loo.items()}) * (1 - spread)
@@ -187,8 +193,10 @@ def probe_table(
             "estimated energy, grow with it.",
             "Raw: the probe as measured, before any correction. Corrected (LOO): the raw probe x the "
             "geometric mean of the OTHER architectures' full / raw probe ratios, its 90% interval x the step "
-            "spread x their lowest and highest ratio over that mean; each architecture's own full runs take "
-            "no part in its correction: its corrected error and 'In corrected interval' are out-of-sample. "
+            "spread x their lowest and highest ratio over that mean, on the CPU also over the other "
+            "architectures' ratios in earlier runs of this table (repro.estimate.probe."
+            "CPU_EARLIER_FULL_OVER_PROBE); each architecture's own full runs take no part in its correction: "
+            "its corrected error and 'In corrected interval' are out-of-sample. "
             "`python -m repro.estimate ... estimate.probe=true` on the CPU applies the correction of all the "
             "architectures (repro.estimate.probe.CPU_FULL_OVER_PROBE, the column 'Full / raw probe').",
             "Targets (issue 17): J/image MAPE <= 10%, run energy MAPE <= 15% where the epochs are fixed.",
