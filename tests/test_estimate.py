@@ -167,6 +167,7 @@ def test_bad_input_is_one_line_and_exit_code_2(args, named, capsys, monkeypatch)
     assert named in err, err
 
 
+@pytest.mark.slow  # 17 s idle: it fits the kernel ridge and the prior on the published runs
 def test_the_exact_configuration_of_the_study_gets_the_kernel_ridge_and_another_the_prior():
     from repro.estimate.features import JobFeatures
     from repro.estimate.report import _per_image

@@ -112,6 +112,7 @@ def test_a_probe_out_of_memory_names_the_job_the_batch_size_and_the_device(
     assert "out of memory" in err
 
 
+@pytest.mark.slow  # 25 s idle: the session's sweep, then a probe of each of its two architectures
 def test_the_probe_table_sets_each_architecture_against_its_full_runs(
     finished_sweep_once, data_cache, tmp_path, monkeypatch, capsys
 ):
