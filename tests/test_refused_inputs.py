@@ -338,15 +338,20 @@ def test_artifacts_that_cannot_be_written_are_refused_before_the_run(
     assert ("/proc/mlruns" if case == "new" else "/proc/artifacts") in err
 
 
-def test_a_run_that_fails_before_training_records_why(tracking_uri, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # MLflow's ./mlruns
-    with pytest.raises(OSError), tracking.training_run(tracking_uri, "repro", "r", None, {}):
+def test_a_run_that_fails_before_training_records_why(compose_config, tracking_uri, tmp_path, monkeypatch):
+    import repro.train as train
+
+    def _read_only(*args: object, **kwargs: object) -> float:
         raise OSError(30, "Read-only file system", "/somewhere/mlruns")
+
+    monkeypatch.setattr(train, "_measured_training", _read_only)  # after the run is created, before training
+    with pytest.raises(OSError):
+        train.run(compose_config("energy=none"), train.JobContext(output_dir=tmp_path / "job"))
     (run,) = MlflowClient(tracking_uri).search_runs(
         [MlflowClient(tracking_uri).get_experiment_by_name("repro").experiment_id]
     )
     assert run.info.status == "FAILED"
-    assert run.data.tags["repro.end_reason"].startswith("OSError: [Errno 30] Read-only file system")
+    assert "Read-only file system" in run.data.tags["repro.end_reason"]
 
 
 # --- repro.paper's store and output folders ------------------------------------------------------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import math
 import signal
+import sqlite3
 import subprocess
-import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import mlflow
@@ -15,8 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tests.support import REPO_ROOT, cli
 
-from repro import loop, reconcile, tracking
-from repro.errors import UserError
+from repro import loop, store_process
 from repro.train import JobContext, run
 
 FINAL_METRICS = [
@@ -86,47 +86,49 @@ def test_one_job_records_a_complete_run(compose_config, tracking_uri, tmp_path):
     assert [row["phase"] for row in rows] == ["head", "finetune"]
 
 
-def test_the_store_opens_while_the_data_builds_and_before_the_run_is_created(
+def test_the_store_opens_while_the_data_builds_and_the_run_is_created_after(
     compose_config, tracking_uri, tmp_path, monkeypatch
 ):
     import repro.train as train
 
     order: list[str] = []
-    build_started = threading.Event()
-    build_data, end_dead_runs, training_run = train.build_data, reconcile.end_dead_runs, tracking.training_run
+    build_data = train.build_data
+    open_store, start_run = store_process.StoreProcess.open, store_process.StoreProcess.start_run
 
     def building(*args, **kwargs):
         order.append("data build started")
-        build_started.set()
         return build_data(*args, **kwargs)
 
-    def ending_dead_runs(*args, **kwargs):
-        build_started.wait()  # the store's work overlaps the build by construction
-        ended = end_dead_runs(*args, **kwargs)
-        order.append("dead runs ended")
-        return ended
+    def opening(self, *args, **kwargs):
+        order.append("store asked to open")
+        return open_store(self, *args, **kwargs)
 
-    def creating_run(*args, **kwargs):
+    def starting_run(self, *args, **kwargs):
         order.append("run created")
-        return training_run(*args, **kwargs)
+        return start_run(self, *args, **kwargs)
 
     monkeypatch.setattr(train, "build_data", building)
-    monkeypatch.setattr(reconcile, "end_dead_runs", ending_dead_runs)
-    monkeypatch.setattr(tracking, "training_run", creating_run)
+    monkeypatch.setattr(store_process.StoreProcess, "open", opening)
+    monkeypatch.setattr(store_process.StoreProcess, "start_run", starting_run)
     run(compose_config(), JobContext(output_dir=tmp_path / "job"))
-    assert order == ["data build started", "dead runs ended", "run created"]
+    # The request to open does not wait for the store (a future), so the store process opens it while
+    # this process builds the data.
+    assert order == ["store asked to open", "data build started", "run created"]
     assert _only_run(tracking_uri).info.status == "FINISHED"
 
 
-def test_a_store_that_fails_while_the_data_builds_fails_the_job_with_its_own_error(
-    compose_config, tmp_path, monkeypatch
+def test_a_store_the_store_process_cannot_open_fails_the_job_with_its_error_before_any_meter_starts(
+    compose_config, tmp_path
 ):
-    def refuse(uri: str, experiment: str) -> list[str]:
-        raise UserError(f"tracking.uri={uri}: the store cannot be searched (a test's refusal)")
-
-    monkeypatch.setattr(reconcile, "end_dead_runs", refuse)  # called in the store's thread only
-    with pytest.raises(UserError, match=r"the store cannot be searched \(a test's refusal\)$"):
-        run(compose_config(), JobContext(output_dir=tmp_path / "job"))
+    # An SQLite file that names an MLflow schema revision no MLflow knows: it passes the checks made in
+    # the job's process and fails when the store process opens it.
+    foreign = tmp_path / "foreign.db"
+    with closing(sqlite3.connect(foreign)) as connection:
+        connection.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        connection.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
+        connection.commit()
+    with pytest.raises(store_process.StoreProcessError, match=r"Can't locate revision .*'0123456789ab'$"):
+        run(compose_config(f"tracking.uri=sqlite:///{foreign}"), JobContext(output_dir=tmp_path / "job"))
     assert not (tmp_path / "job" / "energy" / "emissions.csv").exists(), "no meter started"
 
 

@@ -30,7 +30,7 @@ def _views(client: MlflowClient, experiment_id: str) -> dict[str, dict]:
 
 
 def test_an_opened_experiment_gets_the_energy_and_sweep_views(tracking_uri: str) -> None:
-    experiment_id = tracking._open_experiment(tracking_uri, "repro")
+    experiment_id = tracking.open_experiment(tracking_uri, "repro")
     views = _views(MlflowClient(tracking_uri), experiment_id)
     assert set(views) == {ENERGY_VIEW_KEY, SWEEP_VIEW_KEY}
     energy, by_sweep = views[ENERGY_VIEW_KEY], views[SWEEP_VIEW_KEY]
@@ -53,11 +53,11 @@ def test_an_opened_experiment_gets_the_energy_and_sweep_views(tracking_uri: str)
 
 def test_reopening_updates_repro_views_in_place_and_leaves_the_users_alone(tracking_uri: str) -> None:
     client = MlflowClient(tracking_uri)
-    experiment_id = tracking._open_experiment(tracking_uri, "repro")
+    experiment_id = tracking.open_experiment(tracking_uri, "repro")
     first = _views(client, experiment_id)
     mine = json.dumps({"name": "Mine", "createdAt": 1, "updatedAt": 1, "state": "{}"})
     client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + "3f2a-user", mine)
-    tracking._open_experiment(tracking_uri, "repro")
+    tracking.open_experiment(tracking_uri, "repro")
     assert (
         _views(client, experiment_id)[ENERGY_VIEW_KEY] == first[ENERGY_VIEW_KEY]
     )  # unchanged: not rewritten
@@ -73,7 +73,7 @@ def test_reopening_updates_repro_views_in_place_and_leaves_the_users_alone(track
         {"name": "By sweep", "createdAt": 5, "updatedAt": 9, "state": '{"groupBy": null}'}
     )
     client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + SWEEP_VIEW_KEY, users_edit)
-    tracking._open_experiment(tracking_uri, "repro")
+    tracking.open_experiment(tracking_uri, "repro")
 
     tags = client.get_experiment(experiment_id).tags
     views = _views(client, experiment_id)
@@ -85,7 +85,7 @@ def test_reopening_updates_repro_views_in_place_and_leaves_the_users_alone(track
 
 
 def test_a_view_over_mlflows_limit_is_one_warning_line_and_not_written(tracking_uri: str, capsys) -> None:
-    experiment_id = tracking._open_experiment(tracking_uri, "repro")
+    experiment_id = tracking.open_experiment(tracking_uri, "repro")
     capsys.readouterr()
     huge = SavedView(
         "huge", "Huge", {"selectedColumns": [f"metrics.`m{i}`" for i in range(MAX_VIEW_CHARS // 10)]}
@@ -98,7 +98,7 @@ def test_a_view_over_mlflows_limit_is_one_warning_line_and_not_written(tracking_
 
 
 def test_a_read_only_store_is_one_warning_line(tracking_uri: str, capsys) -> None:
-    experiment_id = tracking._open_experiment(tracking_uri, "repro")
+    experiment_id = tracking.open_experiment(tracking_uri, "repro")
     db_path = tracking_uri.removeprefix("sqlite:///")
     read_only = MlflowClient(f"sqlite:///file:{db_path}?mode=ro&uri=true")  # refuses writes, even as root
     assert read_only.get_experiment(experiment_id).name == "repro"
@@ -113,7 +113,7 @@ def test_a_read_only_store_is_one_warning_line(tracking_uri: str, capsys) -> Non
 def test_ui_url_and_the_summary_link_to_the_energy_view_only_where_it_exists(
     tracking_uri: str, capsys
 ) -> None:
-    experiment_id = tracking._open_experiment(tracking_uri, "repro")
+    experiment_id = tracking.open_experiment(tracking_uri, "repro")
     capsys.readouterr()
     ui_url_main(["--uri", tracking_uri, "--port", "5002"])
     view_link = f"/#/experiments/{experiment_id}/runs?viewStateShareKey={ENERGY_VIEW_KEY}&workflowType="

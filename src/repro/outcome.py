@@ -13,12 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
-
 from repro import loop, names, tracking
 from repro.energy import EnergyMonitor
 from repro.recorder import EpochRecorder
-from repro.spool import RunSpool
+from repro.store_process import StoreProcessError, StoreRun
 
 
 def record_outcome(
@@ -29,7 +27,7 @@ def record_outcome(
     reason: str,
     duration_s: float,
     output_dir: Path,
-    sink: RunSpool,
+    sink: StoreRun,
 ) -> tuple[str, str]:
     """Stop the meters and log what the run measured, whether it finished or not.
 
@@ -67,7 +65,9 @@ def record_outcome(
     problems = list(recorder.write_errors)
     try:  # the run's description and per-epoch figure: nice to have, never a reason to lose the rest
         sink.set_tags(tracking.describe_run(metrics, monitor.provenance_tags(), reason))
-        tracking.log_epoch_figure(recorder.history)
+        figure = tracking.save_epoch_figure(recorder.history, output_dir / tracking.EPOCH_FIGURE)
+        if figure is not None:
+            sink.log_artifact(figure)
     except Exception as error:
         problems.append(f"run description or epoch figure not logged: {type(error).__name__}: {error}"[:300])
     for path in [output_dir / "history.csv", *monitor.artifact_paths()]:
@@ -77,7 +77,7 @@ def record_outcome(
             problems.append(f"{path} was not written" + (" (empty)" if path.is_file() else ""))
             continue
         try:
-            mlflow.log_artifact(str(path))
+            sink.log_artifact(path)
         except Exception as error:  # the artifact stays in the run folder; the run says so below
             problems.append(f"{path} not logged: {type(error).__name__}: {str(error)[:200]}")
     if problems:  # the run keeps its status (its metrics are whole) but says what is missing
@@ -90,7 +90,7 @@ def record_outcome(
     return status, reason
 
 
-def end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
+def end_run(status: str, sink: StoreRun, flush_timeout_s: float) -> None:
     """Deliver the queued records, then end the run; what cannot reach MLflow goes to the spool file.
 
     Raises:
@@ -101,9 +101,8 @@ def end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
     try:
         if spooled is not None:
             raise ConnectionError(sink.last_error or "MLflow did not take every record in time")
-        mlflow.end_run(status=status)  # pops the run locally even when the server is away
+        sink.end_run(status)
     except Exception as error:  # the server is away: keep the status with the spooled records
-        tracking.forget_active_run()
         sink.append_to_spool([{"kind": "status", "status": status, "end_time": int(time.time() * 1000)}])
         how = f"this run's last records are in {sink.spool_path}; "
         if sink.store_full and sink.uri.startswith("sqlite:///"):
@@ -136,7 +135,12 @@ def os_error_reason(error: OSError) -> str:
 
 def failure_reason(error: BaseException) -> str:
     """One line for a job's failure, as its run's `repro.end_reason` says it."""
-    reason = os_error_reason(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError):
+        reason = os_error_reason(error)
+    elif isinstance(error, StoreProcessError):
+        reason = str(error)  # the store process's own error, named already
+    else:
+        reason = f"{type(error).__name__}: {error}"
     return (reason.splitlines() or [""])[0][:500]
 
 

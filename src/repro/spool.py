@@ -75,31 +75,34 @@ class PauseClock:
             return late_s
 
 
-class RunSpool:
-    """Ordered, asynchronous delivery of one run's metrics and tags, with a local spool as the fallback."""
+class RecordQueue:
+    """A run's metrics and tags on their way to MLflow, and its heartbeat; subclasses say where they go.
 
-    def __init__(self, uri: str, run_id: str, spool_path: Path, heartbeat_s: float | None = None) -> None:
+    `RunSpool` delivers them from a thread of this process; `repro.store_process.StoreRun` hands them
+    to the job's store process. Neither ever waits for MLflow.
+    """
+
+    def __init__(self, uri: str, run_id: str, spool_path: Path) -> None:
         self.uri = uri
         self.run_id = run_id
         self.spool_path = spool_path
         self.last_error: str | None = None
         self.store_full = False  # whether a delivery failed because the store's disk is full
-        self._client = MlflowClient(uri)
-        self._pending: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._closing = False
-        self._thread = threading.Thread(target=self._work, name=f"mlflow-spool-{run_id[:8]}", daemon=True)
-        self._thread.start()
         self._stop_beating = threading.Event()
         self._beat_thread: threading.Thread | None = None
-        #: How long the process was stopped while the heartbeat ran (it only counts with `heartbeat_s`).
+        #: How long the process was stopped while the heartbeat ran (it only counts with a heartbeat).
+        self.pauses = PauseClock(0.0)
+
+    def start_heartbeat(self, heartbeat_s: float | None) -> None:
+        """Queue the tag `repro.heartbeat` every `heartbeat_s` seconds from this process, until closed."""
         self.pauses = PauseClock(heartbeat_s or 0.0)
-        if heartbeat_s:
-            self.set_tags({names.TAG_HEARTBEAT_S: f"{heartbeat_s:g}"})
-            self._beat_thread = threading.Thread(
-                target=self._beat, args=(heartbeat_s,), name=f"mlflow-heartbeat-{run_id[:8]}", daemon=True
-            )
-            self._beat_thread.start()
+        if not heartbeat_s:
+            return
+        self.set_tags({names.TAG_HEARTBEAT_S: f"{heartbeat_s:g}"})
+        self._beat_thread = threading.Thread(
+            target=self._beat, args=(heartbeat_s,), name=f"mlflow-heartbeat-{self.run_id[:8]}", daemon=True
+        )
+        self._beat_thread.start()
 
     def _beat(self, period_s: float) -> None:
         while True:
@@ -136,6 +139,41 @@ class RunSpool:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Queue tags (values are cut to MLflow's 8000-character limit)."""
         self._put([{"kind": "tag", "key": key, "value": str(value)[:8000]} for key, value in tags.items()])
+
+    def _put(self, records: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def close(self, timeout_s: float) -> Path | None:
+        """Deliver what is queued within `timeout_s`; write the rest to the spool file and return its path.
+
+        Returns:
+            None when everything reached MLflow, else the spool file (which the caller reports).
+        """
+        raise NotImplementedError
+
+    def append_to_spool(self, records: list[dict[str, Any]]) -> None:
+        """Add records (e.g. the run's final status) to the spool file, without following a symlink."""
+        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.spool_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "a") as handle:
+            for record in records:
+                handle.write(json.dumps({"uri": self.uri, "run_id": self.run_id, **record}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+class RunSpool(RecordQueue):
+    """Ordered, asynchronous delivery of one run's metrics and tags, with a local spool as the fallback."""
+
+    def __init__(self, uri: str, run_id: str, spool_path: Path, heartbeat_s: float | None = None) -> None:
+        super().__init__(uri, run_id, spool_path)
+        self._client = MlflowClient(uri)
+        self._pending: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._work, name=f"mlflow-spool-{run_id[:8]}", daemon=True)
+        self._thread.start()
+        self.start_heartbeat(heartbeat_s)
 
     def _put(self, records: list[dict[str, Any]]) -> None:
         if not records:
@@ -200,16 +238,6 @@ class RunSpool:
             return None
         self.append_to_spool(left)
         return self.spool_path
-
-    def append_to_spool(self, records: list[dict[str, Any]]) -> None:
-        """Add records (e.g. the run's final status) to the spool file, without following a symlink."""
-        self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.spool_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "a") as handle:
-            for record in records:
-                handle.write(json.dumps({"uri": self.uri, "run_id": self.run_id, **record}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
 
 
 def _root_cause(error: BaseException) -> BaseException:

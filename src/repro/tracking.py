@@ -20,14 +20,13 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from hydra.experimental.callback import Callback
-from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
@@ -247,25 +246,6 @@ def open_store(uri: str) -> None:
             MlflowClient(uri).search_experiments(max_results=1)  # MLflow creates and migrates its tables
 
 
-def open_store_early(uri: str, experiment: str) -> Future[None]:
-    """`open_store`, then `reconcile.end_dead_runs`, in a thread of their own.
-
-    A job calls it before it builds its data and model, which then overlap the store's schema check and
-    the search for this host's dead runs. `result()` waits for both and raises what they raised, as the
-    same calls made in place would have; nothing else may use the store before it.
-    """
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repro-store")
-    try:
-        return executor.submit(_open_and_reconcile, uri, experiment)
-    finally:
-        executor.shutdown(wait=False)  # the thread ends when its work is done
-
-
-def _open_and_reconcile(uri: str, experiment: str) -> None:
-    open_store(uri)
-    reconcile.end_dead_runs(uri, experiment)
-
-
 @contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive `flock` on a SQLite store's folder, so that jobs starting at once write it one by one.
@@ -301,7 +281,7 @@ def _mlflow_quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def _open_experiment(uri: str, experiment: str) -> str:
+def open_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it if needed."""
     open_store(uri)
     mlflow.set_tracking_uri(uri)
@@ -382,33 +362,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-@contextmanager
-def training_run(
-    uri: str,
-    experiment: str,
-    run_name: str,
-    parent_run_id: str | None,
-    tags: Mapping[str, str],
-) -> Iterator[mlflow.ActiveRun]:
-    """Open one job's MLflow run. The caller ends it with `end_run` and the right status."""
-    _open_experiment(uri, experiment)
-    run = mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, tags=dict(tags))
-    try:
-        yield run
-    except BaseException as error:
-        if mlflow.active_run() is not None:  # failed before training recorded its own outcome
-            reason = (f"{type(error).__name__}: {error}".splitlines() or [""])[0][:500]
-            try:
-                mlflow.set_tag(names.TAG_END_REASON, reason)
-            except Exception as tag_error:  # the store itself failed; the run still ends FAILED below
-                log.warning("the run's end reason was not recorded: %s", tag_error)
-        raise
-    finally:
-        if mlflow.active_run() is not None:
-            # Reached only when the caller did not end the run itself, i.e. an unexpected error.
-            mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED))
-
-
 def log_params(params: Mapping[str, str]) -> None:
     """Log params in batches; MLflow caps one call at 100 params and a value at 6000 characters."""
     items = [(key, value[:6000]) for key, value in params.items()]
@@ -457,11 +410,11 @@ def describe_run(metrics: Mapping[str, float], tags: Mapping[str, str], reason: 
     return {RUN_NOTE_TAG: "  \n".join(lines)}
 
 
-def log_epoch_figure(history: list[Mapping[str, Any]]) -> None:
-    """Log a chart of `epoch_energy_j` and `val_f1` per epoch as an artifact the run page shows."""
+def save_epoch_figure(history: list[Mapping[str, Any]], path: Path) -> Path | None:
+    """Draw `epoch_energy_j` and `val_f1` per epoch into the PNG `path` for the run page; None if no epoch."""
     epochs = [row["epoch"] for row in history if "epoch" in row]
     if not epochs:
-        return
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -480,8 +433,9 @@ def log_epoch_figure(history: list[Mapping[str, Any]]) -> None:
     energy_axes.set_title("Energy and validation F1 per epoch", fontsize="medium")
     energy_axes.grid(alpha=0.3)
     figure.legend(loc="outside lower center", ncols=2, fontsize="small")
-    mlflow.log_figure(figure, EPOCH_FIGURE)
+    figure.savefig(path)
     plt.close(figure)
+    return path
 
 
 def read_parent_run_id(job_output_dir: Path) -> str | None:
@@ -542,7 +496,7 @@ class SweepCallback(Callback):
         with exit_on_user_error():  # one line and exit 2, before the launcher starts any job
             claim_sweep_dir(sweep_dir, resume=bool(config.get("resume", False)))
         self.tracking_uri = config.tracking.uri
-        experiment_id = _open_experiment(config.tracking.uri, config.tracking.experiment)
+        experiment_id = open_experiment(config.tracking.uri, config.tracking.experiment)
         reconcile.end_dead_runs(config.tracking.uri, config.tracking.experiment)
         _SKIPPED.clear()
         # The client API, not mlflow.start_run: jobs running in this process start their own runs.
@@ -634,10 +588,10 @@ _SKIPPED: list[Any] = []
 def finished_before(cfg: Config, config_hash: str, store_opened: Future[None]) -> Any | None:
     """The resume decision, in one call: the FINISHED run that makes this job unnecessary, or None.
 
-    `store_opened` is `open_store_early`'s future (the store opened, the runs of jobs that died ended).
-    Without `resume=true` nothing waits for it, so the data and model build meanwhile; with it, the store
-    decides whether the job trains at all (`reconcile.resume_decision`), and a run found is noted for the
-    sweep's summary.
+    `store_opened` says when the job's store process has opened the store and ended the runs of jobs
+    that died (`repro.store_process.StoreProcess.open`). Without `resume=true` nothing waits for it, so
+    the data and model build meanwhile; with it, the store decides whether the job trains at all
+    (`reconcile.resume_decision`, in this process), and a run found is noted for the sweep's summary.
     """
     if not cfg.resume:
         return None

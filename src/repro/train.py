@@ -9,6 +9,13 @@ composed config.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # `python -m repro.train`: the store process imports MLflow on another core while this one imports
+    # torch and timm below (repro.store_process); the importable copy run at the bottom finds it started.
+    from repro import store_process
+
+    store_process.start()
+
 import dataclasses
 import os
 import signal
@@ -18,13 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
-import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from repro import factors, loop, names, reconcile, tracking
+from repro import factors, loop, names, reconcile, store_process, tracking
 from repro.composition import register_configs
 from repro.config import CONF_DIR, Config, job_config
 from repro.data import DataBundle, build_data
@@ -38,7 +44,8 @@ from repro.precision import check_device_supports
 from repro.preflight import preflight, runs_elsewhere, validate_job
 from repro.recorder import EpochRecorder, epoch_projection
 from repro.sigterm import STOP_REQUESTED, sigterm_policy
-from repro.spool import SPOOL_FILE, RunSpool
+from repro.spool import SPOOL_FILE
+from repro.store_process import StoreRun
 from repro.threads import resolve_threads, use_threads
 
 register_configs()  # the schemas must be in the ConfigStore before Hydra composes anything
@@ -70,8 +77,9 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
     _refuse_planted_links(context.output_dir)
     cfg.training.threads = resolve_threads(cfg.training.threads)  # logged with the params
     use_threads(cfg.training.threads)
-    # A new store is created once, under a lock, however many jobs run; meanwhile the data and model build.
-    store_opened = tracking.open_store_early(cfg.tracking.uri, cfg.tracking.experiment)
+    # The store process (started with this process) opens the store while the data and the model build.
+    store = store_process.start()
+    store_opened = store.open(cfg.tracking.uri, cfg.tracking.experiment)
     params = tracking.flatten_config(cfg)
     config_hash = reconcile.config_hash(params)
     done = tracking.finished_before(cfg, config_hash, store_opened)  # with resume=true, the run to skip to
@@ -123,17 +131,24 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
             warmup(cfg.energy.warmup_s, device.torch_device)  # once per campaign, heating the training device
         else:
             cooldown(cfg.energy.cooldown_s)  # between jobs, so heat from the last one does not carry over
-        store = cfg.tracking
-        tracked = tracking.training_run(store.uri, store.experiment, run_name, parent_run_id, tags)
-        with sigterm_policy(raise_now=False), tracked as active:
-            tracking.log_params(params)
-            mlflow.log_dict(dataclasses.asdict(cfg), "config.yaml")
-            sink = RunSpool(
-                store.uri, active.info.run_id, context.output_dir / SPOOL_FILE, heartbeat_s=store.heartbeat_s
+        with sigterm_policy(raise_now=False):  # a SIGTERM now waits for the run to record why it ended
+            sink = store.start_run(
+                cfg.tracking.uri,
+                cfg.tracking.experiment,
+                run_name,
+                parent_run_id,
+                tags,
+                params,
+                dataclasses.asdict(cfg),
+                context.output_dir / SPOOL_FILE,
             )
             try:
+                sink.start_heartbeat(cfg.tracking.heartbeat_s)
                 sink.log_metrics({names.GFLOPS: complexity.gflops, names.PARAMS_M: complexity.params_m})
                 return _measured_training(cfg, context, model, data, device.torch_device, monitor, sink)
+            except BaseException as error:
+                sink.fail(failure_reason(error), cfg.tracking.flush_timeout_s)  # unless training ended it
+                raise
             finally:
                 sink.stop_heartbeat()  # `end_run` stopped it already, unless the job failed before training
 
@@ -161,7 +176,7 @@ def _measured_training(
     data: DataBundle,
     device: torch.device,
     monitor: EnergyMonitor,
-    sink: RunSpool,
+    sink: StoreRun,
 ) -> float:
     """Train inside the meters; whatever happens, stop them and keep what they measured.
 

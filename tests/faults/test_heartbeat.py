@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from tests.faults.helpers import runs, wait_for
 
 from repro import names, reconcile, recorder
-from repro.spool import RunSpool
+from repro.spool import RecordQueue, RunSpool
 from repro.train import JobContext, run
 
 
@@ -61,16 +61,16 @@ def _heartbeat_threads() -> list[threading.Thread]:
 
 @pytest.fixture
 def queued_beats(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The value of every heartbeat a `RunSpool` queues from now on, in order."""
+    """The value of every heartbeat a job's run (or a `RunSpool`) queues from now on, in order."""
     beats: list[float] = []
-    real_set_tags = RunSpool.set_tags
+    real_set_tags = RecordQueue.set_tags
 
-    def _set_tags(self: RunSpool, tags) -> None:  # noqa: ANN001
+    def _set_tags(self: RecordQueue, tags) -> None:  # noqa: ANN001
         if names.TAG_HEARTBEAT in tags:
             beats.append(float(tags[names.TAG_HEARTBEAT]))
         real_set_tags(self, tags)
 
-    monkeypatch.setattr(RunSpool, "set_tags", _set_tags)
+    monkeypatch.setattr(RecordQueue, "set_tags", _set_tags)
     return beats
 
 

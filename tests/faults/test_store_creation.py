@@ -46,8 +46,8 @@ def test_a_new_store_waits_for_the_job_that_is_creating_it(tmp_path: Path) -> No
     assert "experiments" in _tables(db_path) and "alembic_version" in _tables(db_path)
 
 
-_OPEN = "import sys; from repro.tracking import open_store, _open_experiment; " \
-        "open_store(sys.argv[1]); _open_experiment(sys.argv[1], 'repro')"  # fmt: skip
+_OPEN = "import sys; from repro.tracking import open_store, open_experiment; " \
+        "open_store(sys.argv[1]); open_experiment(sys.argv[1], 'repro')"  # fmt: skip
 
 
 @pytest.mark.slow
