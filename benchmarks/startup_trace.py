@@ -3,17 +3,19 @@
     python benchmarks/startup_trace.py model=mobilenet_v2 dataset.image_size=128 training=quick
     python benchmarks/startup_trace.py --rounds 3 energy=none ...     # medians over fresh processes
 
-Each round is a fresh process that imports torch, then `repro.train`, wraps the steps of a job that
-`repro.train` looks up by name (pre-run checks, store, data, model, FLOP count, meters, MLflow run,
-...) so that each notes when it started and ended, and runs `repro.train.main()` with the overrides
-given. At the first optimiser step it prints the trace and ends the process, so no training is
-timed. Times are seconds since the process started (`REPRO_T0`, else the interpreter's start). The
-trace names what ran; a step that is not listed took no wrapped call. Steps that run in a thread of
-their own (the store's `open_store` and `end_dead_runs`, the meters' `prepare`) overlap the others.
-Nothing in `repro` knows about it. Compare traces taken in the same run on the same machine: a
-shared machine's load moves them. The last column, the CPU time of the thread that ran the step
-(the main thread for all but the threaded steps), moves least with the load: on an idle machine
-the main thread's CPU time at the first step is close to the wall time to it.
+Each round is a fresh process that imports torch, starts the store process (where `python -m
+repro.train` starts it, before its own imports), imports `repro.train`, wraps the steps of a job that
+`repro.train` looks up by name (pre-run checks, data, model, FLOP count, meters, the requests to the
+store process: `open` returns at once, `start_run` waits for the run to exist) so that each notes when
+it started and ended, and runs `repro.train.main()` with the overrides given. At the first optimiser
+step it prints the trace and ends the process, so no training is timed. Times are seconds since the
+process started (`REPRO_T0`, else the interpreter's start). The trace names what ran; a step that is
+not listed took no wrapped call. The store process's own work (MLflow's imports, the store's schema,
+the run) runs on another core and shows only as the wait in `start_run`; the meters' `prepare` runs in
+a thread of its own. Nothing in `repro` knows about it. Compare traces taken in the same run on the
+same machine: a shared machine's load moves them. The last column, the CPU time of the thread that
+ran the step (the main thread for all but the threaded steps), moves least with the load: on an idle
+machine the main thread's CPU time at the first step is close to the wall time to it.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ _TRAIN_STEPS = (
     "measurement_lock",
     "warmup",
     "cooldown",
-    "RunSpool",
 )
 _MODULE_STEPS = {
-    "repro.reconcile": ("end_dead_runs", "resume_decision", "process_tags", "config_hash"),
-    "repro.tracking": ("open_store", "training_run", "provenance_tags", "log_params", "flatten_config"),
+    "repro.reconcile": ("resume_decision", "process_tags", "config_hash"),
+    "repro.tracking": ("provenance_tags", "flatten_config"),
     "repro.energy.monitor": (),
 }
+#: The job's requests to its store process (`repro.store_process`), which does MLflow's work in parallel.
+_STORE_STEPS = ("open", "start_run")
 
 
 def _child(out: Path, argv: list[str]) -> None:
@@ -100,6 +103,10 @@ def _child(out: Path, argv: list[str]) -> None:
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
     mark("torch imported")
+    from repro import store_process
+
+    store_process.start()  # where `python -m repro.train` starts it: before its own imports
+    mark("store process started")
     import repro.train as train
 
     mark("repro.train imported")
@@ -111,6 +118,8 @@ def _child(out: Path, argv: list[str]) -> None:
         module = importlib.import_module(module_name)
         for name in names:
             wrap(module, name)
+    for name in _STORE_STEPS:
+        wrap(store_process.StoreProcess, name)
     wrap(train.EnergyMonitor, "measure_baseline")
     wrap(train.EnergyMonitor, "start")
     from repro.energy.meters import CodeCarbonMeter
