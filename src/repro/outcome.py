@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
-
 from repro import loop, names, tracking
 from repro.energy import EnergyMonitor
 from repro.recorder import EpochRecorder
@@ -36,6 +34,8 @@ def record_outcome(
     Returns:
         The run's status and end reason: FAILED if the meters could not write their files (disk full).
     """
+    import mlflow
+
     try:
         total = monitor.stop()
     except OSError as error:  # e.g. CodeCarbon's CSV on a full disk
@@ -97,6 +97,8 @@ def end_run(status: str, sink: RunSpool, flush_timeout_s: float) -> None:
         OSError: ENOSPC when the store's own disk is full (an SQLite database on a full disk), after the
             records were spooled and one line said where they are and how to import them.
     """
+    import mlflow
+
     spooled = sink.close(flush_timeout_s)
     try:
         if spooled is not None:

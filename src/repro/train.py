@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
-import mlflow
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -126,6 +125,8 @@ def run(composed: DictConfig | Config, context: JobContext) -> float:
         store = cfg.tracking
         tracked = tracking.training_run(store.uri, store.experiment, run_name, parent_run_id, tags)
         with sigterm_policy(raise_now=False), tracked as active:
+            import mlflow  # imported where used, so that importing repro.train loads no MLflow
+
             tracking.log_params(params)
             mlflow.log_dict(dataclasses.asdict(cfg), "config.yaml")
             sink = RunSpool(
