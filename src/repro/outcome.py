@@ -34,6 +34,7 @@ def record_outcome(
     Returns:
         The run's status and end reason: FAILED if the meters could not write their files (disk full).
     """
+
     try:
         total = monitor.stop()
     except OSError as error:  # e.g. CodeCarbon's CSV on a full disk
@@ -97,6 +98,7 @@ def end_run(status: str, sink: StoreRun, flush_timeout_s: float) -> None:
         OSError: ENOSPC when the store's own disk is full (an SQLite database on a full disk), after the
             records were spooled and one line said where they are and how to import them.
     """
+
     spooled = sink.close(flush_timeout_s)
     try:
         if spooled is not None:

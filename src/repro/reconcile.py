@@ -23,12 +23,14 @@ import os
 import socket
 import time
 from pathlib import Path
-
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from repro import names, spool
 from repro.config import Config
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 #: Config keys that do not change what a job computes, left out of `config_hash`.
 _NOT_IN_HASH = ("resume", "run_name", "tracking.parent_run_id")
@@ -69,6 +71,8 @@ def _alive(pid: int, start_ticks: str) -> bool:
 
 def end_dead_runs(uri: str, experiment: str) -> list[str]:
     """End FAILED every RUNNING run of this host whose recording process is gone; return their ids."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -141,6 +145,8 @@ def config_hash(flat_config: dict[str, str]) -> str:
 
 def previous_run(uri: str, experiment: str, digest: str) -> Run | None:
     """The most relevant earlier training run with this config: a FINISHED one if any, else the latest."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:

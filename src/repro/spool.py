@@ -28,13 +28,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-from mlflow.entities import Metric, RunTag
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from repro import names
 from repro.errors import UserError, exit_on_user_error
+
+if TYPE_CHECKING:
+    from mlflow.entities import RunTag
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,8 @@ class RunSpool(RecordQueue):
 
     def __init__(self, uri: str, run_id: str, spool_path: Path, heartbeat_s: float | None = None) -> None:
         super().__init__(uri, run_id, spool_path)
+        from mlflow.tracking import MlflowClient
+
         self._client = MlflowClient(uri)
         self._pending: list[dict[str, Any]] = []
         self._cond = threading.Condition()
@@ -183,6 +185,8 @@ class RunSpool(RecordQueue):
             self._cond.notify()
 
     def _work(self) -> None:
+        from mlflow.entities import Metric
+
         while True:
             with self._cond:
                 while not self._pending and not self._closing:
@@ -268,6 +272,8 @@ logging.getLogger("mlflow.store.db.utils").addFilter(_DeliveredBySpool())
 
 def _latest_tags(records: list[dict[str, Any]]) -> list[RunTag]:
     """The tags among `records`, each key once with its latest value (heartbeats pile up in an outage)."""
+    from mlflow.entities import RunTag
+
     latest = {r["key"]: r["value"] for r in records if r["kind"] == "tag"}
     return [RunTag(key, value) for key, value in latest.items()]
 
@@ -277,6 +283,9 @@ def import_spool(path: Path) -> int:
 
     The file is renamed to `*.imported` afterwards, so importing twice sends nothing twice.
     """
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
     by_run: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in _read_spool(path):
         by_run.setdefault((record["uri"], record["run_id"]), []).append(record)

@@ -3,6 +3,10 @@
 One training job is one MLflow run. A multirun sweep is a parent run; the Hydra callback below
 creates it and writes its id into the sweep folder, and every job (in this process, another
 process or another node) reads that file and becomes a child through `parent_run_id`.
+
+MLflow itself is imported inside the functions that use it, so that importing this module (as
+repro.train does, and Hydra does for `SweepCallback` even for a single run) loads neither MLflow nor
+its SQL store, about two CPU-seconds together; tests/test_imports.py checks it.
 """
 
 from __future__ import annotations
@@ -25,9 +29,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from hydra.experimental.callback import Callback
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from repro import names, reconcile, ui_views
@@ -242,6 +244,8 @@ def open_store(uri: str) -> None:
                 connection.execute("PRAGMA schema_version").fetchone()
         except sqlite3.Error as error:
             raise UserError(f"tracking.uri={uri}: SQLite cannot open {db_path} ({error})") from None
+        from mlflow.tracking import MlflowClient
+
         with _mlflow_quiet():
             MlflowClient(uri).search_experiments(max_results=1)  # MLflow creates and migrates its tables
 
@@ -283,6 +287,8 @@ def _mlflow_quiet() -> Iterator[None]:
 
 def open_experiment(uri: str, experiment: str) -> str:
     """Point MLflow at the store and return the experiment's id, creating it if needed."""
+    import mlflow
+
     open_store(uri)
     mlflow.set_tracking_uri(uri)
     # Under the store's lock: jobs starting at once would both create the experiment, or both add its
@@ -299,6 +305,9 @@ def open_experiment(uri: str, experiment: str) -> str:
 
 def _create_or_tag_experiment(uri: str, experiment: str) -> str:
     """The experiment's id, created if needed, with repro's kind tag and saved views."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     found = mlflow.set_experiment(experiment)
     if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
         MlflowClient(uri).set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
@@ -364,6 +373,8 @@ def _cpu_model() -> str:
 
 def log_params(params: Mapping[str, str]) -> None:
     """Log params in batches; MLflow caps one call at 100 params and a value at 6000 characters."""
+    import mlflow
+
     items = [(key, value[:6000]) for key, value in params.items()]
     for start in range(0, len(items), 100):
         mlflow.log_params(dict(items[start : start + 100]))
@@ -378,6 +389,8 @@ def forget_active_run() -> None:
     range pyproject.toml pins); tests/test_tracking_adapter.py names the installed version when the
     member changes.
     """
+    import mlflow
+
     if mlflow.active_run() is not None:
         mlflow.tracking.fluent._active_run_stack.get().pop()
 
@@ -492,6 +505,8 @@ class SweepCallback(Callback):
         return {**self.__dict__, "_heartbeat": None}
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking import MlflowClient
+
         sweep_dir = Path(config.hydra.sweep.dir)
         with exit_on_user_error():  # one line and exit 2, before the launcher starts any job
             claim_sweep_dir(sweep_dir, resume=bool(config.get("resume", False)))
@@ -537,6 +552,8 @@ class SweepCallback(Callback):
         """
         if self.parent_run_id is None or self.tracking_uri is None:
             return self._all_ok
+        from mlflow.tracking import MlflowClient
+
         if self._heartbeat is not None:
             self._heartbeat.close(timeout_s=5)  # heartbeats only; what is not sent stays in the sweep folder
             self._heartbeat = None

@@ -27,12 +27,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
-
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from repro import names
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 #: The prefix of the experiment tags that hold the UI's saved views.
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
@@ -150,6 +150,8 @@ def write_views(
     Returns:
         Whether every view is in place; if not, one warning line on stderr said why.
     """
+    from mlflow.exceptions import MlflowException
+
     now_ms = int(time.time() * 1000)
     problems: list[str] = []
     for view in repro_views() if views is None else views:
