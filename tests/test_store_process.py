@@ -91,8 +91,9 @@ def test_records_queued_after_the_store_process_died_go_to_the_spool_file(
 def test_when_the_job_process_dies_its_records_are_in_the_store_or_the_spool_file_and_the_store_process_ends(
     tracking_uri: str, tmp_path: Path
 ) -> None:
-    # A job process that queues 200 metrics and dies at once (SIGKILL: no clean-up of its own). Whatever
-    # the store process had not delivered when the pipe closed, it writes to the spool file; then it exits.
+    # A job process that hands 200 metrics to its store process and dies at once (SIGKILL: no clean-up of
+    # its own). Whatever the store process had not delivered when the pipe closed, it writes to the spool
+    # file; then it exits. (Records still queued in the job's own memory die with it, as they always did.)
     spool_path = tmp_path / "spool.jsonl"
     job = textwrap.dedent(
         f"""
@@ -105,6 +106,8 @@ def test_when_the_job_process_dies_its_records_are_in_the_store_or_the_spool_fil
         sink = store.start_run({tracking_uri!r}, "repro", "r", None, {{}}, {{}}, {{}}, spool_path)
         for step in range(200):
             sink.log_metrics({{"loss": float(step)}}, step=step)
+        # Answered only once the store process has read every line before it: the records are its own.
+        store.open({tracking_uri!r}, "repro").result()
         print(store._process.pid, sink.run_id, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
