@@ -12,12 +12,22 @@ The bare side is a plain loop with none of that. Two figures come out:
      timers, which respawn at each reading, and the NVML sampler); each thread's CPU is read from
      /proc/self/task/<tid>/stat while it runs, and taken by the thread itself (`time.thread_time()`)
      as its `run()` returns, so a short-lived timer is counted whole;
-   - MLflow logging: the `RunSpool` sender thread (and any thread MLflow starts), plus the training
-     thread's `time.thread_time()` inside `RunSpool.log_metrics` and `RunSpool.set_tags`;
+   - MLflow logging, wherever it runs. A job hands its metrics and tags to a store process of its
+     own (`repro.store_process`), which delivers them to MLflow. So this item adds up: the training
+     thread's `time.thread_time()` inside `RecordQueue.log_metrics` and `set_tags` (the base class
+     of the store process's `StoreRun` and of `RunSpool`, so either sink is counted); the job
+     process's threads that feed the store process (`repro-store-writer` and `repro-store-reader`),
+     the heartbeat's thread, and any `RunSpool` sender or thread MLflow starts in the job's process;
+     and the store process's own CPU (utime + stime of /proc/<pid>/stat, read at the span's start
+     and end), reported apart as "store process";
    - per-epoch windows: the training thread's `time.thread_time()` inside the entry and exit of
      `EnergyMonitor.window` (every meter's open and close of the window);
-   and divides by the process's CPU time over the same span (`time.process_time()`). Starting and
-   stopping the meters is a fixed cost per job, reported apart. The target is below 1 %.
+   and divides by the CPU spent for the job over the same span: the job process's
+   (`time.process_time()`) plus the store process's. The store process's CPU is another process's,
+   so it is added to both sides of the share, which is then the machinery's part of all the CPU
+   spent for the job; left out of the denominator, the share would divide by a total that does not
+   hold all of its numerator. Starting and stopping the meters is a fixed cost per job, reported
+   apart. The target is below 1 %.
 2. The throughput ratio: the two sides alternate, pair after pair, in one process, so drifts in
    machine load hit both; the figure is the median of the per-pair ratios of training throughput
    (images/s over the training epochs alone on both sides). On a shared machine its noise is a few
@@ -28,7 +38,8 @@ The bare side is a plain loop with none of that. Two figures come out:
     .venv/bin/python benchmarks/overhead.py --pairs 5 --min-seconds 60  # a ratio that means something
     .venv/bin/python benchmarks/overhead.py --gpu auto --image-size 128 --steps 50 --workers 8  # GPU
 
-DataLoader worker processes (`--workers` > 0) are other processes: their CPU is in neither figure.
+DataLoader worker processes (`--workers` > 0) are other processes: their CPU is in neither figure
+(the store process is the one other process that is counted).
 """
 
 from __future__ import annotations
@@ -58,6 +69,7 @@ from mlflow.tracking import MlflowClient
 
 import repro.energy
 import repro.spool
+import repro.store_process
 from repro.config import CONF_DIR, ModelConfig
 from repro.data import build_data
 from repro.energy import EnergyMonitor
@@ -65,7 +77,7 @@ from repro.energy.lock import LOCK_DIR_ENV
 from repro.environments import resolve_device
 from repro.loop import seed_everything
 from repro.models import create_model, set_base_trainable
-from repro.spool import RunSpool
+from repro.spool import RecordQueue
 from repro.train import JobContext, run
 
 #: Sides shorter than this give a ratio dominated by the machine's noise.
@@ -77,6 +89,7 @@ _CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 #: Where a thread was started from decides whose it is: the innermost frame in one of these folders.
 _ORIGINS = (
     ("mlflow", repro.spool.__file__),
+    ("mlflow", repro.store_process.__file__),  # the job process's end of the pipe to its store process
     ("mlflow", os.path.dirname(mlflow.__file__) + os.sep),
     ("meters", os.path.dirname(repro.energy.__file__) + os.sep),
     ("meters", os.path.dirname(codecarbon.__file__) + os.sep),
@@ -94,11 +107,24 @@ def _origin() -> str:
     return "other"
 
 
-def _task_cpu_s(native_id: int) -> float:
-    """A live thread's CPU seconds (user + system) from /proc; FileNotFoundError once it has ended."""
-    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+def _stat_cpu_s(path: str) -> float:
+    """CPU seconds (user + system) in a /proc stat file; FileNotFoundError once its task has ended."""
+    stat = Path(path).read_text()
     after_name = stat[stat.rindex(")") + 2 :].split()  # fields 3.. of proc(5); utime and stime are 14 and 15
     return (int(after_name[11]) + int(after_name[12])) / _CLOCK_TICKS_PER_S
+
+
+def _task_cpu_s(native_id: int) -> float:
+    """A live thread's CPU seconds (user + system) from /proc; FileNotFoundError once it has ended."""
+    return _stat_cpu_s(f"/proc/self/task/{native_id}/stat")
+
+
+def _store_process() -> repro.store_process.StoreProcess:
+    """The job process's store process, which the measured job started (`repro.store_process.start()`)."""
+    store = repro.store_process._SHARED  # not start(): that would launch one inside the measured span
+    if store is None or store.ended is not None:
+        raise RuntimeError("the measured job has no running store process (repro.store_process.start())")
+    return store
 
 
 @dataclass
@@ -107,10 +133,11 @@ class MachineryCpu:
 
     jobs: int = 0
     span_s: float = 0.0  # wall seconds of training inside the meters
-    process_s: float = 0.0  # the whole process's CPU over those spans
+    process_s: float = 0.0  # the whole job process's CPU over those spans
+    store_process_s: float = 0.0  # the job's store process's CPU over those spans (MLflow's delivery)
     meter_threads_s: float = 0.0
-    mlflow_thread_s: float = 0.0  # the spool's sender (and any thread MLflow starts)
-    mlflow_calls_s: float = 0.0  # the training thread inside RunSpool.log_metrics / set_tags
+    mlflow_thread_s: float = 0.0  # the store process's reader and writer, the heartbeat, any RunSpool sender
+    mlflow_calls_s: float = 0.0  # the training thread inside RecordQueue.log_metrics / set_tags
     windows_s: float = 0.0  # the training thread inside EnergyMonitor.window's entry and exit
     windows: int = 0
     other_threads_s: float = 0.0  # new threads that are not the machinery's; not in the share
@@ -118,12 +145,21 @@ class MachineryCpu:
     thread_names: Counter = field(default_factory=Counter)  # "meters: Thread-N (_run)" -> how many
 
     @property
+    def mlflow_s(self) -> float:
+        return self.mlflow_thread_s + self.mlflow_calls_s + self.store_process_s
+
+    @property
     def machinery_s(self) -> float:
-        return self.meter_threads_s + self.mlflow_thread_s + self.mlflow_calls_s + self.windows_s
+        return self.meter_threads_s + self.mlflow_s + self.windows_s
+
+    @property
+    def job_s(self) -> float:
+        """All the CPU spent for the jobs: the job process's and its store process's."""
+        return self.process_s + self.store_process_s
 
     @property
     def share(self) -> float:
-        return self.machinery_s / self.process_s if self.process_s > 0 else math.nan
+        return self.machinery_s / self.job_s if self.job_s > 0 else math.nan
 
     def per_hour_s(self, cpu_s: float) -> float:
         return cpu_s / self.span_s * 3600 if self.span_s > 0 else math.nan
@@ -163,7 +199,9 @@ class _CpuLedger:
 
     While active it wraps, in this process only, `threading.Thread.start` (to learn who started each
     thread and to let the thread note its own CPU as its `run()` returns), `EnergyMonitor.start`,
-    `stop` and `window`, and `RunSpool.log_metrics` and `set_tags`. Nothing in `src/` changes.
+    `stop` and `window`, and `RecordQueue.log_metrics` and `set_tags`. The store process, and its
+    threads here when an earlier job started them, are found at the span's start. Nothing in `src/`
+    changes.
     """
 
     def __init__(self) -> None:
@@ -181,7 +219,7 @@ class _CpuLedger:
         ledger = self
         thread_start, window = threading.Thread.start, EnergyMonitor.window
         monitor_start, monitor_stop = EnergyMonitor.start, EnergyMonitor.stop
-        log_metrics, set_tags = RunSpool.log_metrics, RunSpool.set_tags
+        log_metrics, set_tags = RecordQueue.log_metrics, RecordQueue.set_tags
 
         def start_thread(thread: threading.Thread) -> None:
             ledger._threads[thread] = _origin()
@@ -200,6 +238,7 @@ class _CpuLedger:
             started = time.process_time()
             monitor_start(monitor)
             ledger._start_stop_s += time.process_time() - started
+            ledger._adopt_store_threads()
             ledger._begin = ledger._snapshot()
 
         def stop_monitor(monitor: EnergyMonitor) -> Any:
@@ -212,10 +251,12 @@ class _CpuLedger:
                 ledger._start_stop_s += time.process_time() - started
 
         def timed(method: Any) -> Any:
-            def call(spool: RunSpool, *args: Any, **kwargs: Any) -> Any:
+            def call(sink: RecordQueue, *args: Any, **kwargs: Any) -> Any:
+                if ledger._threads.get(threading.current_thread(), "other") != "other":
+                    return method(sink, *args, **kwargs)  # the heartbeat: its thread's CPU counts already
                 started = time.thread_time()
                 try:
-                    return method(spool, *args, **kwargs)
+                    return method(sink, *args, **kwargs)
                 finally:
                     ledger.mlflow_calls_s += time.thread_time() - started
 
@@ -226,8 +267,8 @@ class _CpuLedger:
             (EnergyMonitor, "start", start_monitor),
             (EnergyMonitor, "stop", stop_monitor),
             (EnergyMonitor, "window", lambda monitor, name: _TimedWindow(window(monitor, name), ledger)),
-            (RunSpool, "log_metrics", timed(log_metrics)),
-            (RunSpool, "set_tags", timed(set_tags)),
+            (RecordQueue, "log_metrics", timed(log_metrics)),
+            (RecordQueue, "set_tags", timed(set_tags)),
         ):
             self._patches.enter_context(mock.patch.object(owner, name, replacement))
         return self
@@ -252,10 +293,23 @@ class _CpuLedger:
         except FileNotFoundError:  # it ended since the check above, noting its CPU on the way out
             return self._ended_cpu_s.get(thread, 0.0)
 
+    def _adopt_store_threads(self) -> None:
+        """Count the store process's threads in this process, also where an earlier job started them."""
+        store = _store_process()
+        for thread in (store._writer, store._reader):
+            self._threads.setdefault(thread, "mlflow")
+
     def _snapshot(self) -> dict[str, Any]:
+        store = _store_process()
+        try:
+            store_process_s = _stat_cpu_s(f"/proc/{store._process.pid}/stat")
+        except FileNotFoundError:  # ended and reaped since the check: its CPU since the last read is lost
+            raise RuntimeError("the store process ended inside the measured span") from None
         return {
             "wall_s": time.perf_counter(),
             "process_s": time.process_time(),
+            "store_process_s": store_process_s,
+            "store_pid": store._process.pid,
             "windows_s": self.windows_s,
             "windows": self.windows,
             "mlflow_calls_s": self.mlflow_calls_s,
@@ -263,6 +317,8 @@ class _CpuLedger:
         }
 
     def _span(self, begin: dict[str, Any], end: dict[str, Any]) -> MachineryCpu:
+        if end["store_pid"] != begin["store_pid"]:
+            raise RuntimeError("the job's store process was replaced inside the measured span")
         by_origin: Counter = Counter()
         names: Counter = Counter()
         for thread, cpu_s in end["threads"].items():
@@ -276,6 +332,7 @@ class _CpuLedger:
             jobs=1,
             span_s=end["wall_s"] - begin["wall_s"],
             process_s=end["process_s"] - begin["process_s"],
+            store_process_s=end["store_process_s"] - begin["store_process_s"],
             meter_threads_s=by_origin["meters"],
             mlflow_thread_s=by_origin["mlflow"],
             mlflow_calls_s=end["mlflow_calls_s"] - begin["mlflow_calls_s"],
@@ -384,11 +441,13 @@ def _epochs_for(args: argparse.Namespace, workdir: Path) -> int:
 
 def _report_cpu(cpu: MachineryCpu) -> None:
     print(f"\nCPU of the measuring machinery over {cpu.jobs} measured jobs' training ", end="")
-    print(f"({cpu.span_s:.1f} s in the meters, {cpu.process_s:.2f} CPU-s of process time):")
+    print(f"({cpu.span_s:.1f} s in the meters, {cpu.job_s:.2f} CPU-s spent for them: ", end="")
+    print(f"job process {cpu.process_s:.2f} + store process {cpu.store_process_s:.2f}):")
     rows = [
         ("meter threads", cpu.meter_threads_s, ""),
-        ("MLflow logging", cpu.mlflow_thread_s + cpu.mlflow_calls_s,
-         f"sender thread {cpu.mlflow_thread_s:.3f} + calls in the training thread {cpu.mlflow_calls_s:.3f}"),
+        ("MLflow logging", cpu.mlflow_s,
+         f"calls in the training thread {cpu.mlflow_calls_s:.3f} + threads in the job process "
+         f"{cpu.mlflow_thread_s:.3f} + store process {cpu.store_process_s:.3f}"),
         ("per-epoch windows", cpu.windows_s, f"{cpu.windows} windows, entry and exit"),
         ("total", cpu.machinery_s, ""),
     ]
@@ -404,7 +463,7 @@ def _report_cpu(cpu: MachineryCpu) -> None:
     print(f"threads seen in the spans: {threads}")
     per_job_s = cpu.start_stop_s / cpu.jobs
     print(f"not in the share: the meters' start and stop, {per_job_s:.3f} CPU-s per job whatever its length")
-    print(f"  ({cpu.start_stop_s / cpu.process_s * 100:.1f}% of these jobs' training CPU); ", end="")
+    print(f"  ({cpu.start_stop_s / cpu.job_s * 100:.1f}% of these jobs' training CPU); ", end="")
     print(f"other new threads (not the machinery's) {cpu.other_threads_s:.3f} CPU-s")
 
 def main() -> None:
