@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from repro import loop, names, tracking
@@ -105,7 +104,7 @@ def end_run(status: str, sink: StoreRun, flush_timeout_s: float) -> None:
             raise ConnectionError(sink.last_error or "MLflow did not take every record in time")
         sink.end_run(status)
     except Exception as error:  # the server is away: keep the status with the spooled records
-        sink.append_to_spool([{"kind": "status", "status": status, "end_time": int(time.time() * 1000)}])
+        sink.spool_status(status)
         how = f"this run's last records are in {sink.spool_path}; "
         if sink.store_full and sink.uri.startswith("sqlite:///"):
             full = OSError(errno.ENOSPC, "database or disk is full", sink.uri.removeprefix("sqlite:///"))

@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -238,6 +239,11 @@ class StoreRun(spool.RecordQueue):
         self.ended = True
         _answer(self._store.request("end_run", run_id=self.run_id, status=status), _ANSWER_MARGIN_S)
 
+    def spool_status(self, status: str) -> None:
+        """Keep the run's final status in the spool file, with its records, when the store did not take it."""
+        self.ended = True
+        self.append_to_spool([{"kind": "status", "status": status, "end_time": int(time.time() * 1000)}])
+
     def fail(self, reason: str, flush_timeout_s: float) -> None:
         """End a run that failed before its training recorded an outcome: FAILED, with `reason`."""
         if self.ended:
@@ -248,7 +254,7 @@ class StoreRun(spool.RecordQueue):
             self.end_run("FAILED")
         except StoreProcessError as error:
             log.warning("the run's end was not recorded: %s", error)
-            self.append_to_spool([{"kind": "status", "status": "FAILED"}])
+            self.spool_status("FAILED")
         if spooled is not None:
             log.warning("this run's last records are in %s", spooled)
 
@@ -290,6 +296,10 @@ def serve() -> None:
             reply_to.write(json.dumps(answer) + "\n")
             reply_to.flush()
     server.spool_everything()
+    # The job's process is gone. Its runs stay RUNNING until a later job finds them dead (repro.reconcile)
+    # and ends them FAILED; MLflow's exit hook would end the active one FINISHED, so it must not run.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class _Server:
