@@ -130,3 +130,11 @@ def test_when_the_job_process_dies_its_records_are_in_the_store_or_the_spool_fil
     delivered = {int(m.step) for m in client.get_metric_history(run_id, "loss")}
     spooled = {record["step"] for record in _spooled(spool_path) if record["kind"] == "metric"}
     assert delivered | spooled == set(range(200)), "no record lost"
+
+
+def test_a_store_process_asked_nothing_ends_when_its_job_closes_the_pipe() -> None:
+    # A refused command line or `--help` ends the job before it asks anything: no process is left behind.
+    store = StoreProcess()
+    store.close()
+    assert store._process.wait(timeout=300) == 0
+

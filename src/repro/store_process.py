@@ -282,8 +282,16 @@ def serve() -> None:
     logging.basicConfig(format="[store process] %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     reply_to = sys.stdout
     sys.stdout = sys.stderr  # anything printed here must not be taken for a reply
-    server = _Server()
+    # MLflow's imports start at once, in a thread, so that they are done by the time the job first asks.
+    # A job that ends before it asks anything (a refused command line, --help) closes the pipe, and this
+    # process then exits at once instead of finishing imports that nobody needs.
+    warm_up = threading.Thread(target=_import_mlflow, name="repro-store-imports", daemon=True)
+    warm_up.start()
+    server: _Server | None = None
     for line in sys.stdin:
+        if server is None:
+            warm_up.join()
+            server = _Server()
         message = json.loads(line)
         try:
             answer = server.handle(message)
@@ -295,11 +303,17 @@ def serve() -> None:
         if answer is not None:
             reply_to.write(json.dumps(answer) + "\n")
             reply_to.flush()
-    server.spool_everything()
+    if server is not None:
+        server.spool_everything()
     # The job's process is gone. Its runs stay RUNNING until a later job finds them dead (repro.reconcile)
     # and ends them FAILED; MLflow's exit hook would end the active one FINISHED, so it must not run.
     sys.stderr.flush()
     os._exit(0)
+
+
+def _import_mlflow() -> None:
+    import mlflow  # noqa: F401
+    from mlflow.store.tracking import sqlalchemy_store  # noqa: F401  (the SQL store: half of the cost)
 
 
 class _Server:

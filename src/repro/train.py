@@ -270,6 +270,7 @@ def main() -> None:
     opened is closed with its summary, and the exit says how it ended, without a traceback:
     130 for Ctrl-C, 143 for SIGTERM, 1 if any job did not finish.
     """
+    store_process.start()  # already running under `python -m repro.train`; `repro-train` starts it here
     with exit_on_user_error():
         preflight(sys.argv[1:], CONF_DIR)
     STOP_REQUESTED.clear()
