@@ -138,3 +138,18 @@ def test_a_store_process_asked_nothing_ends_when_its_job_closes_the_pipe() -> No
     store.close()
     assert store._process.wait(timeout=300) == 0
 
+
+def test_a_run_whose_status_waits_in_the_spool_file_leaves_the_next_run_unnested(
+    store: StoreProcess, tracking_uri: str, tmp_path: Path
+) -> None:
+    # As when the store was away at a job's end: its status goes to the spool file, the run stays open.
+    first = _start_run(store, tracking_uri, tmp_path / "first.jsonl")
+    first.spool_status("FINISHED")
+    second = _start_run(store, tracking_uri, tmp_path / "second.jsonl")
+    assert second.close(timeout_s=60) is None
+    second.end_run("FINISHED")
+    client = MlflowClient(tracking_uri)
+    assert "mlflow.parentRunId" not in client.get_run(second.run_id).data.tags
+    assert client.get_run(first.run_id).info.status == "RUNNING"  # until its spool file is imported
+    assert [r["status"] for r in _spooled(tmp_path / "first.jsonl")] == ["FINISHED"]
+

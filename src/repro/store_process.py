@@ -243,6 +243,7 @@ class StoreRun(spool.RecordQueue):
         """Keep the run's final status in the spool file, with its records, when the store did not take it."""
         self.ended = True
         self.append_to_spool([{"kind": "status", "status": status, "end_time": int(time.time() * 1000)}])
+        self._store.send("forget_run", run_id=self.run_id)  # its next run must not open nested in this one
 
     def fail(self, reason: str, flush_timeout_s: float) -> None:
         """End a run that failed before its training recorded an outcome: FAILED, with `reason`."""
@@ -300,15 +301,22 @@ def serve() -> None:
         except Exception as error:  # noqa: BLE001 (the job process decides what a failure means)
             first_line = (str(error).splitlines() or [""])[0]
             answer = {"error": f"{type(error).__name__}: {first_line}"[:2000]}
-        if answer is not None:
-            reply_to.write(json.dumps(answer) + "\n")
-            reply_to.flush()
+        if message["op"] in _UNANSWERED:  # the job waits for no answer: one here would answer another
+            if answer:
+                log.warning("%s failed: %s", message["op"], answer)
+            continue
+        reply_to.write(json.dumps(answer) + "\n")
+        reply_to.flush()
     if server is not None:
         server.spool_everything()
     # The job's process is gone. Its runs stay RUNNING until a later job finds them dead (repro.reconcile)
     # and ends them FAILED; MLflow's exit hook would end the active one FINISHED, so it must not run.
     sys.stderr.flush()
     os._exit(0)
+
+
+#: Messages that the job sends without waiting for an answer (`StoreProcess.send`).
+_UNANSWERED = ("records", "forget_run")
 
 
 def _import_mlflow() -> None:
@@ -330,7 +338,16 @@ class _Server:
     def handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
         op = message["op"]
         if op == "records":
-            self._spools[message["run_id"]]._put(message["records"])
+            run_spool = self._spools.get(message["run_id"])
+            if run_spool is None:  # queued after the run was closed: as late as a record in `RunSpool.close`
+                late = len(message["records"])
+                log.warning("%d records for run %s came after its end", late, message["run_id"])
+            else:
+                run_spool._put(message["records"])
+            return None
+        if op == "forget_run":  # the run's status waits in its spool file: drop it here, unended
+            self._spools.pop(message["run_id"], None)
+            self._tracking.forget_active_run()
             return None
         os.chdir(message["cwd"])
         if op == "open":
@@ -364,6 +381,10 @@ class _Server:
         uri, experiment = message["uri"], message["experiment"]
         tracking = self._tracking
         tracking.open_experiment(uri, experiment)
+        left = self._mlflow.active_run()
+        if left is not None:  # a job of this process left it unended; it must not become this one's parent
+            log.warning("run %s was left active by an earlier job; it stays as it is", left.info.run_id)
+            tracking.forget_active_run()
         run = self._mlflow.start_run(
             run_name=message["run_name"], parent_run_id=message["parent_run_id"], tags=message["tags"]
         )
