@@ -2,8 +2,8 @@
 
 A job's process imports `repro.train`, and Hydra instantiates `repro.tracking.SweepCallback`
 (conf/config.yaml) even for a single run; MLflow and its SQL store are imported only by the functions
-that talk to the store, which for a job run in its store process (repro.store_process).
-Each check runs in a fresh interpreter, since this one has long imported MLflow.
+that talk to the store, which for a job run in its store process (repro.store_process). The check
+runs in one fresh interpreter, step by step, since this one has long imported MLflow.
 """
 
 from __future__ import annotations
@@ -11,31 +11,29 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from tests.support import REPO_ROOT
 
 _HEAVY = ("mlflow", "sqlalchemy", "alembic")
-_LOADED = f"import sys; print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(_HEAVY)!r}))"
-
-
-@pytest.mark.parametrize(
-    "statement",
-    [
-        "import repro.train",
-        "import repro.train, repro.tracking, repro.outcome, repro.spool, repro.reconcile, repro.ui_views",
-        "from hydra.utils import instantiate; instantiate({'_target_': 'repro.tracking.SweepCallback'})",
-    ],
+#: What a job's process imports before its first step, in order; then, as a check of the check, MLflow.
+_STEPS = [
+    "import repro.train",
+    "import repro.tracking, repro.outcome, repro.spool, repro.reconcile, repro.ui_views, repro.store_process",
+    "from hydra.utils import instantiate; instantiate({'_target_': 'repro.tracking.SweepCallback'})",
+    "import mlflow.tracking",
+]
+#: One fresh interpreter runs every step and prints, after each, the heavy packages loaded so far.
+_PROGRAM = "\n".join(
+    f"{step}\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {set(_HEAVY)!r}))"
+    for step in ["import sys", *_STEPS]
 )
-def test_importing_the_entry_point_loads_no_mlflow_sqlalchemy_or_alembic(statement: str, cli_env) -> None:
-    command = [sys.executable, "-c", f"{statement}\n{_LOADED}"]
-    result = subprocess.run(command, cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]", f"`{statement}` imported {result.stdout.strip()}"
 
 
-def test_the_check_sees_an_import_of_mlflow(cli_env) -> None:
-    """The same check after `import mlflow` names it: an empty list above is not a check that cannot fail."""
-    command = [sys.executable, "-c", f"import repro.train, mlflow.tracking\n{_LOADED}"]
+def test_importing_the_entry_point_loads_no_mlflow_sqlalchemy_or_alembic(cli_env) -> None:
+    command = [sys.executable, "-c", _PROGRAM]
     result = subprocess.run(command, cwd=REPO_ROOT, env=cli_env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "'mlflow'" in result.stdout
+    loaded = dict(zip(["import sys", *_STEPS], result.stdout.splitlines(), strict=True))
+    for step in _STEPS[:-1]:
+        assert loaded[step] == "[]", f"`{step}` imported {loaded[step]}"
+    # The same check sees an explicit import: an empty list above is not a check that cannot fail.
+    assert "'mlflow'" in loaded[_STEPS[-1]]

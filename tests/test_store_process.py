@@ -18,9 +18,17 @@ from repro import names
 from repro.store_process import StoreProcess, StoreProcessError
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def store() -> StoreProcess:
-    """A store process of the test's own, so that stopping it leaves the shared one alone."""
+    """One store process for this module's tests that leave it running (each with a store of its own)."""
+    own = StoreProcess()
+    yield own
+    own.close()
+
+
+@pytest.fixture
+def own_store() -> StoreProcess:
+    """A store process of the test's own, for a test that stops it."""
     own = StoreProcess()
     yield own
     own.close()
@@ -72,8 +80,9 @@ def test_the_store_process_ignores_a_ctrl_c_meant_for_the_job(
 
 
 def test_records_queued_after_the_store_process_died_go_to_the_spool_file(
-    store: StoreProcess, tracking_uri: str, tmp_path: Path
+    own_store: StoreProcess, tracking_uri: str, tmp_path: Path
 ) -> None:
+    store = own_store
     spool_path = tmp_path / "spool.jsonl"
     sink = _start_run(store, tracking_uri, spool_path)
     store._process.kill()
