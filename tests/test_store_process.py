@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tests.faults.helpers import wait_for
 
-from repro import names
+from repro import names, store_process
 from repro.store_process import StoreProcess, StoreProcessError
 
 
@@ -162,3 +162,20 @@ def test_a_run_whose_status_waits_in_the_spool_file_leaves_the_next_run_unnested
     assert client.get_run(first.run_id).info.status == "RUNNING"  # until its spool file is imported
     assert [r["status"] for r in _spooled(tmp_path / "first.jsonl")] == ["FINISHED"]
 
+
+@pytest.mark.parametrize(
+    ("argv", "starts"),
+    [
+        (["model=resnet18"], True),
+        (["-m", "model=resnet18,vgg16"], True),
+        (["--multirun", "model=resnet18"], True),
+        (["--help"], False),
+        (["--cfg", "job"], False),
+        (["--info=searchpath"], False),
+    ],
+)
+def test_only_a_command_that_may_run_a_job_starts_a_store_process(monkeypatch, argv, starts) -> None:
+    started: list[bool] = []
+    monkeypatch.setattr(store_process, "start", lambda: started.append(True))
+    store_process.start_for(argv)
+    assert bool(started) == starts

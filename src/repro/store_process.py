@@ -261,6 +261,16 @@ class StoreRun(spool.RecordQueue):
 
 
 _SHARED: StoreProcess | None = None
+#: Hydra's flags for a command that only prints (its help, a config, its search path): it runs no job.
+_PRINT_ONLY_FLAGS = frozenset(
+    {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
+)
+
+
+def start_for(argv: list[str]) -> None:
+    """Start the store process now, unless the command line only prints (`--help`, `--cfg job`, ...)."""
+    if not _PRINT_ONLY_FLAGS.intersection(arg.split("=", 1)[0] for arg in argv):
+        start()
 
 
 def start() -> StoreProcess:

@@ -12,9 +12,11 @@ from __future__ import annotations
 if __name__ == "__main__":
     # `python -m repro.train`: the store process imports MLflow on another core while this one imports
     # torch and timm below (repro.store_process); the importable copy run at the bottom finds it started.
+    import sys
+
     from repro import store_process
 
-    store_process.start()
+    store_process.start_for(sys.argv[1:])
 
 import dataclasses
 import os
@@ -270,7 +272,7 @@ def main() -> None:
     opened is closed with its summary, and the exit says how it ended, without a traceback:
     130 for Ctrl-C, 143 for SIGTERM, 1 if any job did not finish.
     """
-    store_process.start()  # already running under `python -m repro.train`; `repro-train` starts it here
+    store_process.start_for(sys.argv[1:])  # running already under `python -m repro.train`, not `repro-train`
     with exit_on_user_error():
         preflight(sys.argv[1:], CONF_DIR)
     STOP_REQUESTED.clear()
