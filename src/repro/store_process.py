@@ -200,14 +200,14 @@ class StoreRun(spool.RecordQueue):
     def __init__(self, store: StoreProcess, uri: str, run_id: str, spool_path: Path) -> None:
         super().__init__(uri, run_id, spool_path)
         self._store = store
-        self._sent_records: list[dict[str, Any]] = []  # kept only once the store process is gone
+        self._unsent_records: list[dict[str, Any]] = []  # queued once the store process was gone
         self.ended = False
 
     def _put(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
         if self._store.ended is not None:
-            self._sent_records.extend(records)  # written to the spool file by `close`
+            self._unsent_records.extend(records)  # written to the spool file by `close`
             return
         self._store.send("records", run_id=self.run_id, records=records)
 
@@ -223,9 +223,9 @@ class StoreRun(spool.RecordQueue):
         self.last_error = answer.get("last_error") or self.last_error
         self.store_full = bool(answer.get("store_full"))
         spooled = Path(answer["spooled"]) if answer.get("spooled") else None
-        if self._sent_records:
-            self.append_to_spool(self._sent_records)
-            self._sent_records = []
+        if self._unsent_records:
+            self.append_to_spool(self._unsent_records)
+            self._unsent_records = []
             spooled = self.spool_path
         return spooled
 
